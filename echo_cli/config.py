@@ -1,0 +1,86 @@
+"""Render settings (presets) and their precedence.
+
+Precedence, highest first: CLI flag > dialogue.yaml > preset > built-in default.
+`resolve_settings` is the one place that applies it (tested in tests/test_presets.py).
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from echo_cli.errors import SpecError, UsageError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+class RenderSettings(BaseModel):
+    """Every knob a preset may set. Field comments are the documentation."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fps: float = Field(25.0, gt=0, le=120, description="output frame rate")
+    size: int = Field(512, ge=64, le=4096, description="output height in pixels (avatar layout is square)")
+    chunk_frames: int = Field(64, ge=8, le=1024, description="frames generated per chunk (T_cur)")
+    t_prev: int = Field(8, ge=0, le=256, description="previously generated frames fed back as clean context")
+    overlap: int = Field(4, ge=0, le=128, description="frames cross-faded between consecutive chunks")
+    steps: int = Field(4, ge=1, le=100, description="sampling steps of the flow-matching sampler")
+    cfg_audio: float = Field(1.5, ge=0, le=10, description="classifier-free guidance scale on avatar audio")
+    cfg_user: float = Field(1.0, ge=0, le=10, description="classifier-free guidance scale on user context")
+    encoder_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "veryfast"
+    crf: int = Field(20, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.overlap >= self.chunk_frames:
+            raise ValueError("overlap must be smaller than chunk_frames")
+
+
+SETTING_KEYS = tuple(RenderSettings.model_fields)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    """Raw, validated preset values (only the keys the preset sets)."""
+    import yaml
+
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UsageError(f"unknown preset '{name}'", fix=f"use one of: {', '.join(preset_names())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpecError(f"preset is not valid YAML: {e}", path=path, fix="fix the YAML syntax") from e
+    values = {k: v for k, v in data.items() if k != "description"}
+    try:
+        RenderSettings(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SpecError(f"field '{'.'.join(map(str, err['loc']))}': {err['msg']}", path=path,
+                        fix="correct the preset value") from e
+    return values
+
+
+def preset_description(name: str) -> str:
+    import yaml
+
+    data = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text()) or {}
+    return str(data.get("description", ""))
+
+
+def resolve_settings(preset: str = "default", dialogue: dict | None = None,
+                     cli: dict | None = None) -> RenderSettings:
+    """Merge built-in defaults < preset < dialogue.yaml output values < CLI flags (None = unset)."""
+    merged: dict = {}
+    merged.update(load_preset(preset))
+    merged.update({k: v for k, v in (dialogue or {}).items() if v is not None and k in SETTING_KEYS})
+    merged.update({k: v for k, v in (cli or {}).items() if v is not None and k in SETTING_KEYS})
+    try:
+        return RenderSettings(**merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UsageError(f"setting '{'.'.join(map(str, err['loc']))}': {err['msg']}",
+                         fix="change the flag or dialogue value") from e

@@ -1,0 +1,92 @@
+"""Typed errors: each carries the file it concerns, the fix, and a documented exit code.
+
+The CLI prints `EchoError.one_line()` and exits with `exit_code`; nothing else is allowed
+to escape to the user as a traceback (see cli/main.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EchoError(Exception):
+    """Base class. Subclasses fix the exit code; the table lives in docs/reliability.md."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, message: str, *, path: str | Path | None = None, fix: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.fix = fix
+
+    def one_line(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"error: {where}{self.message}{fix}".replace("\n", " ")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "exit_code": self.exit_code, "path": self.path,
+                "message": self.message, "fix": self.fix}
+
+
+class UsageError(EchoError):
+    """Bad command-line usage (unknown preset, bad flag value)."""
+    exit_code = 2
+    kind = "usage"
+
+
+class SpecError(EchoError):
+    """A dialogue.yaml, manifest or preset file that does not validate."""
+    exit_code = 3
+    kind = "spec"
+
+
+class InputError(EchoError):
+    """Media that cannot be used: missing, unreadable, corrupt, no face, silent, too short."""
+    exit_code = 4
+    kind = "input"
+
+
+class ModelError(EchoError):
+    """A checkpoint that is missing, truncated, not safetensors, or does not match the code."""
+    exit_code = 5
+    kind = "model"
+
+
+class DependencyError(EchoError):
+    """A required package, binary or bundled model file is missing."""
+    exit_code = 6
+    kind = "dependency"
+
+
+class OutputError(EchoError):
+    """The output cannot be written (folder not writable, disk full, locked by another job)."""
+    exit_code = 7
+    kind = "output"
+
+
+class PartialFailure(EchoError):
+    """A folder or batch run where some items failed while the rest completed."""
+    exit_code = 8
+    kind = "partial"
+
+
+class Interrupted(EchoError):
+    """SIGINT/SIGTERM: in-flight work was discarded, finished outputs kept."""
+    exit_code = 130
+    kind = "interrupted"
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "internal error (a bug: please report it with --verbose output)",
+    UsageError.exit_code: "usage error: bad flag or argument",
+    SpecError.exit_code: "invalid dialogue.yaml, manifest or preset",
+    InputError.exit_code: "unusable input media (missing, corrupt, no face, silent)",
+    ModelError.exit_code: "checkpoint missing, corrupt or mismatched",
+    DependencyError.exit_code: "missing dependency (package, ffmpeg, bundled model)",
+    OutputError.exit_code: "output cannot be written",
+    PartialFailure.exit_code: "some items of a folder/batch failed; the rest completed",
+    Interrupted.exit_code: "interrupted (SIGINT/SIGTERM); no partial output left",
+}
