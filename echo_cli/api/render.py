@@ -1,0 +1,372 @@
+"""`render()`: one dialogue -> one MP4. What `echo-cli render` and `echo-cli batch` call.
+
+Stages, each timed and each failing with a typed one-line error:
+  1. spec       load + validate dialogue.yaml (or an inline spec)      SpecError 3 / InputError 4
+  2. settings   CLI > dialogue.yaml > preset > default                 UsageError 2
+  3. preflight  ffmpeg present, every input probes, output writable    DependencyError 6 / InputError 4 / OutputError 7
+  4. preprocess face track, audio features, transcript (preprocess.pipeline)
+  5. model      checkpoint present and loadable                        ModelError 5
+  6. generate   motion chunks (generate.engine), streaming
+  7. render     motion -> frames (render.warp), layout (side-by-side), encode
+  8. mux        H.264 yuv420p + AAC, length = audio, metadata, atomic  OutputError 7
+A stage whose module is not in this build stops the run with a one-line error naming the
+stage (never a traceback). Nothing is written at the output path unless stage 8 succeeds.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from echo_cli import __version__, log
+from echo_cli.config import RenderSettings, resolve_settings
+from echo_cli.errors import DependencyError, InputError, ModelError, OutputError
+
+logger = log.get("echo_cli.api.render")
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = PACKAGE_DIR / "checkpoints" / "default.safetensors"
+
+# Which issue delivers each stage module (for the "not built yet" message).
+STAGE_MODULES = {
+    "preprocess": ("echo_cli.preprocess.pipeline", "preprocessing (issue 4)"),
+    "model": ("echo_cli.model.checkpoint", "the generator (issue 6)"),
+    "generate": ("echo_cli.generate.engine", "the generator (issue 6)"),
+    "render": ("echo_cli.render.warp", "the renderer (issue 5)"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+
+
+def default_checkpoint() -> Path:
+    return Path(os.environ.get("ECHO_CHECKPOINT") or DEFAULT_CHECKPOINT)
+
+
+# ---------------------------------------------------------------------------------------
+# Progress (the CLI passes cli.common.progress; the library default shows nothing)
+# ---------------------------------------------------------------------------------------
+class _Null:
+    def advance(self, n: int = 1) -> None: ...
+    def update(self, completed: int) -> None: ...
+    def set_total(self, total) -> None: ...
+
+
+@contextmanager
+def _null_progress(total=None, desc=""):
+    yield _Null()
+
+
+def stage_module(stage: str):
+    """Import a stage's module; a module that is not in this build is a one-line error."""
+    name, owner = STAGE_MODULES[stage]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name and (name == e.name or name.startswith(e.name + ".")):
+            err = ModelError if stage in ("model", "generate") else DependencyError
+            raise err(f"stage '{stage}' is not available in this build ({name} missing)",
+                      fix=f"update echo-cli to a version with {owner}") from None
+        raise DependencyError(f"stage '{stage}' needs the package '{e.name}'",
+                              fix=f"pip install {e.name} (or rerun scripts/setup.sh)") from None
+
+
+# ---------------------------------------------------------------------------------------
+# 1-2. spec and settings
+# ---------------------------------------------------------------------------------------
+def load_spec(spec_path: str | Path | None, *, reference=None, audio=None, user_video=None,
+              user_audio=None, output=None):
+    """A DialogueSpec from a YAML file, or an inline one built from media paths (batch)."""
+    from echo_cli.dialogue import DialogueSpec, load_dialogue
+
+    if spec_path is not None:
+        return load_dialogue(spec_path)
+    if reference is None or audio is None or output is None:
+        raise InputError("an inline render needs reference, audio and output", fix="give a dialogue.yaml instead")
+    from echo_cli.media.probe import IMAGE_SUFFIXES
+
+    ref = Path(reference).resolve()
+    avatar = {"image" if ref.suffix.lower() in IMAGE_SUFFIXES else "video": ref, "audio": Path(audio).resolve()}
+    user = {k: Path(v).resolve() for k, v in (("video", user_video), ("audio", user_audio)) if v}
+    data = {"version": 1, "avatar": avatar, "output": {"path": Path(output).resolve()}}
+    if user:
+        data["user"] = user
+    for field, p in [("avatar.audio", avatar["audio"]), ("avatar.reference", ref), *[(f"user.{k}", v) for k, v in user.items()]]:
+        if not p.is_file():
+            raise InputError(f"{field}: file not found", path=p, fix="check the path")
+    return DialogueSpec.model_validate(data)
+
+
+def plan_settings(spec, preset: str | None = None, overrides: dict | None = None) -> RenderSettings:
+    """Precedence: CLI flag (overrides) > dialogue.yaml > preset > built-in default."""
+    return resolve_settings(preset or spec.preset, dialogue=spec.setting_overrides(), cli=overrides or {})
+
+
+# ---------------------------------------------------------------------------------------
+# 3. preflight: cheap checks before any model loads
+# ---------------------------------------------------------------------------------------
+def _writable_dir(out: Path) -> None:
+    parent = out.parent
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError("output folder is not writable", path=parent, fix="choose another output.path or --output")
+    if out.is_dir():
+        raise OutputError("output path is a folder", path=out, fix="name an .mp4 file")
+
+
+def preflight(spec) -> dict:
+    """ffmpeg, inputs, output. Returns {'avatar_ref': MediaInfo, 'avatar_audio': ..., ...}."""
+    from echo_cli.dialogue import yaml_line
+    from echo_cli.media.ffmpeg import ffmpeg_exe
+    from echo_cli.media.probe import probe
+
+    ffmpeg_exe()
+    src = spec.source_path
+
+    def where(field: str, p: Path) -> str:
+        return f"{yaml_line(src, field)} ({field}: {p})" if src else str(p)
+
+    def check(field: str, p: Path, need_video=False, need_audio=False):
+        try:
+            info = probe(p)
+        except InputError as e:
+            raise InputError(e.message, path=where(field, p), fix=e.fix) from None
+        if need_video and not info.has_video:
+            raise InputError("no picture in this file", path=where(field, p), fix="give an image or a video")
+        if need_audio and not info.has_audio:
+            raise InputError("no audio stream in this file", path=where(field, p),
+                             fix="add avatar.audio / user.audio with the speech")
+        return info
+
+    infos: dict = {}
+    a = spec.avatar
+    ref_field, ref = ("avatar.image", a.image) if a.image else ("avatar.video", a.video)
+    infos["avatar_ref"] = check(ref_field, ref, need_video=True)
+    if a.audio:
+        infos["avatar_audio"] = check("avatar.audio", a.audio, need_audio=True)
+    else:
+        infos["avatar_audio"] = check("avatar.video", a.video, need_audio=True)
+    if spec.user is not None:
+        if spec.user.video:
+            infos["user_video"] = check("user.video", spec.user.video, need_video=True)
+        if spec.user.audio:
+            infos["user_audio"] = check("user.audio", spec.user.audio, need_audio=True)
+    if spec.transcript.source == "file" and not spec.transcript.path.is_file():
+        raise InputError("transcript file not found", path=where("transcript.path", spec.transcript.path),
+                         fix="fix transcript.path or use source: faster-whisper")
+    _writable_dir(spec.output.path)
+    return infos
+
+
+# ---------------------------------------------------------------------------------------
+# Audio timeline
+# ---------------------------------------------------------------------------------------
+def load_tracks(spec, infos: dict) -> dict:
+    """avatar / user waves (16 kHz mono), both padded to one timeline length (the longer)."""
+    import numpy as np
+
+    from echo_cli.media.audio_io import load_audio
+
+    avatar = load_audio(spec.avatar.audio or spec.avatar.video)
+    user = None
+    if spec.user is not None:
+        if spec.user.audio:
+            user = load_audio(spec.user.audio)
+        elif spec.user.video and infos.get("user_video") and infos["user_video"].has_audio:
+            user = load_audio(spec.user.video)
+    n = max(len(avatar), len(user) if user is not None else 0)
+    pad = lambda w: np.pad(w, (0, n - len(w))) if w is not None and len(w) < n else w  # noqa: E731
+    return {"avatar": pad(avatar), "user": pad(user), "n_samples": n}
+
+
+def output_audio(spec, tracks: dict):
+    from echo_cli.media.audio_io import mix
+
+    if spec.output.audio_mix == "both" and tracks.get("user") is not None:
+        return mix([tracks["avatar"], tracks["user"]])
+    return tracks["avatar"]
+
+
+# ---------------------------------------------------------------------------------------
+# 4-7. preprocess, model, generate, render (wired to the stage modules' contracts)
+# ---------------------------------------------------------------------------------------
+def _call(fn: Callable, *args, **kw):
+    """Call with only the keyword arguments `fn` accepts (stage APIs are still settling)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kw = {k: v for k, v in kw.items() if k in params}
+    return fn(*args, **kw)
+
+
+def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
+    pipeline = stage_module("preprocess")
+    out: dict = {}
+    jobs = [("avatar_ref", spec.avatar.image or spec.avatar.video)]
+    if spec.avatar.audio:
+        jobs.append(("avatar_audio", spec.avatar.audio))
+    if spec.user is not None:
+        jobs += [(k, p) for k, p in (("user_video", spec.user.video), ("user_audio", spec.user.audio)) if p]
+    for key, path in jobs:
+        logger.info("preprocess %s: %s", key, path)
+        out[key] = _call(pipeline.preprocess_media, path, settings, cache=cache_dir(), cache_dir=cache_dir(),
+                         transcript=spec.transcript.source if key in ("avatar_audio", "avatar_ref", "user_audio") else None)
+    return out
+
+
+def load_model(spec):
+    ckpt = Path(spec.checkpoint) if spec.checkpoint else default_checkpoint()
+    if not ckpt.is_file():
+        raise ModelError("checkpoint not found", path=ckpt,
+                         fix="train one with `echo-cli train`, set checkpoint: in the dialogue.yaml, "
+                             "or install a build that bundles echo_cli/checkpoints/default.safetensors")
+    module = stage_module("model")
+    loader = getattr(module, "load_checkpoint", None) or getattr(module, "load", None)
+    if loader is None:
+        raise ModelError("checkpoint loader missing in this build", fix="update echo-cli (issue 6)")
+    return loader(ckpt), ckpt
+
+
+def generate_frames(model, spec, settings: RenderSettings, pre: dict, tracks: dict) -> Iterator:
+    """Motion chunks from the generator, rendered to RGB frames (streaming)."""
+    engine = stage_module("generate")
+    renderer_mod = stage_module("render")
+    hook = getattr(engine, "render_frames", None)
+    if hook is None:
+        raise ModelError("generator/renderer wiring missing in this build (generate.engine.render_frames)",
+                         fix="update echo-cli (issues 5 and 6)")
+    return hook(model, spec=spec, settings=settings, pre=pre, tracks=tracks, seed=spec.seed,
+                renderer=renderer_mod)
+
+
+# ---------------------------------------------------------------------------------------
+# 7-8. layout, encode, mux (complete here; tested on real media)
+# ---------------------------------------------------------------------------------------
+def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *, metadata: dict | None = None,
+           layout: str = "avatar", user_video: Path | None = None, user_is_image: bool = False,
+           n_frames: int | None = None, progress=None) -> dict:
+    """Frames (RGB uint8) + audio (16 kHz mono) -> MP4 at out_path, atomically.
+
+    layout "side-by-side": the user's video (scaled to the avatar's height) is put left of
+    the avatar. The video is fitted to the audio length by mux().
+    """
+    import tempfile
+
+    from echo_cli.media.mux import mux, side_by_side
+    from echo_cli.media.video_io import VideoWriter
+
+    progress = progress or _null_progress
+    if layout == "side-by-side":
+        if user_video is None:
+            raise InputError("layout side-by-side needs user.video", fix="add user.video or use layout: avatar")
+        frames = side_by_side(frames, user_video, settings.fps, user_is_image=user_is_image)
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="echo-render-", dir=_tmp_root(out_path)) as td:
+        tmp_video = Path(td) / "video.mp4"
+        # near-lossless intermediate: the final encode (crf) happens once, in mux
+        with progress(n_frames, "render") as bar:
+            with VideoWriter(tmp_video, settings.fps, crf=min(settings.crf, 12), preset="ultrafast") as w:
+                for f in frames:
+                    w.write(f)
+                    bar.advance(1)
+        info = mux(tmp_video, audio, out_path, metadata, crf=settings.crf, preset=settings.encoder_preset,
+                   fps=settings.fps)
+    return {"output": str(out_path), "duration": info.duration, "frames": info.n_frames, "fps": info.fps,
+            "width": info.width, "height": info.height}
+
+
+def _tmp_root(out_path: Path) -> str | None:
+    # intermediate files next to the output when possible (same disk), else the system temp
+    parent = out_path.parent
+    return str(parent) if parent.is_dir() and os.access(parent, os.W_OK) else None
+
+
+# ---------------------------------------------------------------------------------------
+# The public entry point
+# ---------------------------------------------------------------------------------------
+def render(spec_path: str | Path | None = None, *, output: str | Path | None = None, preset: str | None = None,
+           seed: int | None = None, checkpoint: str | Path | None = None, overrides: dict | None = None,
+           reference=None, audio=None, user_video=None, user_audio=None,
+           progress: Callable | None = None, dry_run: bool = False) -> dict:
+    """Render one dialogue. Returns {output, duration, frames, fps, settings, timings, ...}.
+
+    overrides: RenderSettings keys from CLI flags (None values ignored). dry_run stops after
+    preflight (validates everything, writes nothing).
+    """
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def timed(name: str):
+        t0 = time.perf_counter()
+        logger.debug("stage %s", name)
+        yield
+        timings[name] = round(time.perf_counter() - t0, 3)
+
+    with timed("spec"):
+        spec = load_spec(spec_path, reference=reference, audio=audio, user_video=user_video,
+                         user_audio=user_audio, output=output)
+        upd: dict[str, Any] = {}
+        if output is not None:
+            upd["output"] = spec.output.model_copy(update={"path": Path(output).resolve()})
+        if seed is not None:
+            upd["seed"] = int(seed)
+        if checkpoint is not None:
+            upd["checkpoint"] = Path(checkpoint).resolve()
+        if preset is not None:
+            upd["preset"] = preset
+        spec = spec.model_copy(update=upd) if upd else spec
+    with timed("settings"):
+        settings = plan_settings(spec, preset, overrides)
+    with timed("preflight"):
+        infos = preflight(spec)
+    result: dict[str, Any] = {"output": str(spec.output.path), "preset": spec.preset, "seed": spec.seed,
+                              "settings": settings.model_dump(), "timings": timings}
+    if dry_run:
+        result["dry_run"] = True
+        return result
+
+    with timed("preprocess"):
+        pre = run_preprocess(spec, settings, infos)
+    with timed("model"):
+        model, ckpt = load_model(spec)
+    with timed("audio"):
+        tracks = load_tracks(spec, infos)
+    n_frames = int(-(-tracks["n_samples"] * settings.fps // 16000))
+    metadata = {"model": Path(ckpt).stem, "checkpoint_sha256": _sha256_short(ckpt), "preset": spec.preset,
+                "seed": spec.seed, "tool_version": __version__, "fps": settings.fps, "size": settings.size,
+                "steps": settings.steps}
+    with timed("generate+render+encode"):
+        frames = generate_frames(model, spec, settings, pre, tracks)
+        user_info = infos.get("user_video")
+        res = encode(frames, output_audio(spec, tracks), spec.output.path, settings, metadata=metadata,
+                     layout=spec.output.layout, user_video=spec.user.video if spec.user else None,
+                     user_is_image=bool(user_info and user_info.is_image), n_frames=n_frames, progress=progress)
+    result.update(res)
+    result["checkpoint"] = str(ckpt)
+    return result
+
+
+def _sha256_short(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def warmup() -> None:
+    """Batch workers call this once: import the heavy stage modules ahead of the first job."""
+    for stage in ("preprocess", "generate"):
+        try:
+            stage_module(stage)
+        except (DependencyError, ModelError):
+            pass

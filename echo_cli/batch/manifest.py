@@ -1,0 +1,411 @@
+"""Batch manifests: YAML, CSV or JSON Lines, one render job per row.
+
+A row either names a dialogue.yaml (`dialogue: talks/a.yaml`) or carries the inputs inline
+(`reference`, `audio`, optional `user_video` / `user_audio`, `output`, `preset`, `seed` and
+any render setting such as `fps`, `size`, `steps` as a preset override). Paths are relative
+to the manifest's folder. The whole manifest is validated before any work starts and every
+bad row is reported with its line number, so a farm never burns an hour before tripping on
+row 900. Loading never runs code: YAML goes through `yaml.safe_load`/`compose` only.
+
+Why a path may not leave the manifest's root: manifests are shared between users and
+machines; a row pointing at `../../home/x/.ssh/id_rsa` as "audio" or writing its output over
+`/etc/...` must be refused unless the user says `--allow-outside`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from echo_cli.config import SETTING_KEYS, RenderSettings, load_preset
+from echo_cli.errors import EchoError, SpecError
+
+MANIFEST_VERSION = 1
+INPUT_FIELDS = ("reference", "audio", "user_video", "user_audio")
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# --------------------------------------------------------------------------------------
+# Row schema
+# --------------------------------------------------------------------------------------
+
+class ManifestRow(BaseModel):
+    """One job as written in the manifest (before path resolution)."""
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str | None = Field(None, description="job name used in reports; default: the output file's stem")
+    dialogue: str | None = Field(None, description="a dialogue.yaml describing the whole job")
+    reference: str | None = Field(None, description="avatar reference image or video")
+    audio: str | None = Field(None, description="avatar speech (wav/mp3/... or a video's audio track)")
+    user_video: str | None = Field(None, description="the user's video (listening context), optional")
+    user_audio: str | None = Field(None, description="the user's audio, optional")
+    output: str | None = Field(None, description="output .mp4; default <output-dir>/<id>.mp4")
+    preset: str | None = Field(None, description="preset name (draft, default, quality, ...)")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="sampling seed")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="render settings over the preset")
+
+    @field_validator("id", "dialogue", "reference", "audio", "user_video", "user_audio", "output", "preset")
+    @classmethod
+    def _no_empty(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("contains a NUL character")
+        return v or None
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.dialogue is None and not (self.reference and self.audio):
+            raise ValueError("a row needs either 'dialogue' or both 'reference' and 'audio'")
+        if self.dialogue is not None and (self.reference or self.audio or self.user_video or self.user_audio):
+            raise ValueError("give either 'dialogue' or inline inputs, not both")
+        unknown = sorted(set(self.overrides) - set(SETTING_KEYS))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; known: {', '.join(SETTING_KEYS)}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job with absolute paths: what the runner schedules and hashes."""
+    id: str
+    index: int                      # position among all rows of the manifest (sharding key)
+    line: int                       # 1-based line of the row in the manifest (for messages)
+    output: Path
+    dialogue: Path | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)   # reference/audio/user_video/user_audio
+    preset: str | None = None
+    seed: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings_dict(self) -> dict:
+        """The part of the job (other than file contents) that changes the rendered video."""
+        return {"preset": self.preset, "seed": self.seed, "overrides": dict(sorted(self.overrides.items())),
+                "kind": "dialogue" if self.dialogue else "inline"}
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "index": self.index, "line": self.line, "output": str(self.output),
+                "dialogue": str(self.dialogue) if self.dialogue else None,
+                "inputs": {k: str(v) for k, v in self.inputs.items()}, "preset": self.preset,
+                "seed": self.seed, "overrides": dict(self.overrides)}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    line: int
+    message: str
+    index: int = 0                  # position among all rows (sharding key, as for Job.index)
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class Manifest:
+    path: Path
+    root: Path
+    jobs: list[Job]                 # valid rows, in manifest order
+    invalid: list[RowProblem]       # bad rows; empty when the manifest is clean
+    n_rows: int
+
+    def raise_if_invalid(self) -> None:
+        if self.invalid:
+            raise manifest_error(self.path, self.invalid)
+
+
+def manifest_error(path: Path, problems: list[RowProblem]) -> SpecError:
+    shown = "; ".join(str(p) for p in problems[:20])
+    more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return SpecError(f"{len(problems)} invalid row(s): {shown}{more}", path=path,
+                     fix="correct these rows, or pass --skip-invalid to run only the valid ones")
+
+
+# --------------------------------------------------------------------------------------
+# Reading the three formats into (line, raw dict) pairs
+# --------------------------------------------------------------------------------------
+
+def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"manifest is not valid YAML{where}: {problem}", path=path,
+                        fix="fix the YAML syntax (check indentation and quoting)") from e
+    except RecursionError as e:
+        raise SpecError("manifest YAML is nested too deeply", path=path, fix="flatten the YAML") from e
+    defaults: dict = {}
+    items_node = root
+    if data is None:
+        return [], defaults
+    if isinstance(data, dict):
+        unknown = sorted(str(k) for k in data if k not in ("version", "defaults", "jobs"))
+        if unknown:
+            raise SpecError(f"unknown top-level key(s) {unknown}", path=path,
+                            fix="a YAML manifest is a list of jobs, or a mapping with version, defaults and jobs")
+        version = data.get("version", MANIFEST_VERSION)
+        if version != MANIFEST_VERSION:
+            raise SpecError(f"unsupported manifest version {version!r}", path=path,
+                            fix=f"set 'version: {MANIFEST_VERSION}'")
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise SpecError("'defaults' must be a mapping of field: value", path=path, fix="see docs/batch.md")
+        data = data.get("jobs")
+        items_node = next((v for k, v in root.value if getattr(k, "value", None) == "jobs"), None)
+        if data is None:
+            return [], defaults
+    if not isinstance(data, list) or items_node is None or not hasattr(items_node, "value") \
+            or not isinstance(items_node.value, list):
+        raise SpecError("manifest must be a list of jobs (or a mapping with a 'jobs' list)", path=path,
+                        fix="see docs/batch.md for the manifest format")
+    rows = []
+    for i, item in enumerate(data):
+        node = items_node.value[i] if i < len(items_node.value) else None
+        line = node.start_mark.line + 1 if node is not None else 0
+        rows.append((line, item))
+    return rows, defaults
+
+
+def _read_csv(text: str, path: Path) -> list[tuple[int, Any]]:
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = []
+        start = 2
+        for raw in reader:
+            line = start
+            start = reader.line_num + 1
+            if None in raw:                     # more cells than header columns
+                rows.append((line, ValueError(f"{len(raw[None])} cell(s) more than the header has")))
+                continue
+            cells = {str(k).strip(): v for k, v in raw.items() if k is not None}
+            if not any((v or "").strip() for v in cells.values() if v is not None):
+                continue                        # blank line
+            row: dict[str, Any] = {}
+            overrides: dict[str, Any] = {}
+            for k, v in cells.items():
+                if v is None or v.strip() == "":
+                    continue
+                v = v.strip()
+                if k in SETTING_KEYS:
+                    overrides[k] = _csv_value(v)
+                elif k == "seed":
+                    row[k] = _csv_value(v)
+                else:
+                    row[k] = v
+            if overrides:
+                row["overrides"] = overrides
+            rows.append((line, row))
+        return rows
+    except csv.Error as e:
+        raise SpecError(f"manifest is not valid CSV: {e}", path=path, fix="check quoting and the header row") from e
+
+
+def _csv_value(v: str) -> Any:
+    """CSV cells are text; numbers stay numbers so pydantic can range-check them."""
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _read_jsonl(text: str, path: Path) -> list[tuple[int, Any]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            rows.append((n, json.loads(s)))
+        except (json.JSONDecodeError, RecursionError) as e:
+            rows.append((n, ValueError(f"not valid JSON: {getattr(e, 'msg', e)}")))
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Validation and path resolution
+# --------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def _preset_values(name: str) -> tuple:
+    return tuple(sorted(load_preset(name).items()))
+
+
+def _check_settings(preset: str | None, overrides: dict) -> None:
+    base = dict(_preset_values(preset or "default"))
+    base.update(overrides)
+    RenderSettings(**base)
+
+
+def _within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _resolve(value: str, base: Path, root: Path, allow_outside: bool, what: str, must_exist: bool) -> Path:
+    p = Path(os.path.expanduser(value)) if value.startswith("~") else Path(value)
+    p = (base / p) if not p.is_absolute() else p
+    resolved = p.resolve()              # follows symlinks: a link inside the root to /etc is outside
+    if not allow_outside and not _within(resolved, root):
+        raise ValueError(f"{what} '{value}' is outside the manifest's folder {root} "
+                         f"(pass --allow-outside to permit it)")
+    if must_exist:
+        if not resolved.exists():
+            raise ValueError(f"{what} file not found: '{value}'")
+        if resolved.is_dir():
+            raise ValueError(f"{what} is a folder, not a file: '{value}'")
+        if not os.access(resolved, os.R_OK):
+            raise ValueError(f"{what} is not readable: '{value}'")
+    return resolved
+
+
+def _pydantic_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> Path:
+    """Validate a dialogue.yaml row (schema + files) and return its output path. The files it
+    names obey the same root rule as the manifest's own paths."""
+    from echo_cli.dialogue import load_dialogue
+
+    spec = load_dialogue(path)
+    if not allow_outside:
+        for name, p in {**spec.media_paths(), "output.path": spec.output.path}.items():
+            if not _within(Path(p).resolve(), root):
+                raise ValueError(f"the dialogue's {name} {p} is outside the manifest's folder {root} "
+                                 f"(pass --allow-outside to permit it)")
+    return Path(spec.output.path).resolve()
+
+
+def _job_id(row: ManifestRow, index: int) -> str:
+    if row.id:
+        return row.id
+    if row.output:
+        return Path(row.output).stem
+    if row.dialogue:
+        return Path(row.dialogue).stem
+    return f"job{index:05d}"
+
+
+def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = None,
+                        output_dir: Path | None = None, allow_outside: bool = False,
+                        check_files: bool = True) -> Manifest:
+    """Parse and validate manifest text. Raises SpecError only for a manifest that cannot be
+    read as a whole; bad rows are collected in `Manifest.invalid` with their line numbers."""
+    path = Path(path)
+    base = path.parent.resolve()
+    root = (root or base).resolve()
+    output_dir = Path(output_dir).resolve() if output_dir else base / "renders"
+    if fmt == "yaml":
+        raw_rows, defaults = _read_yaml(text, path)
+    elif fmt == "csv":
+        raw_rows, defaults = _read_csv(text, path), {}
+    elif fmt == "jsonl":
+        raw_rows, defaults = _read_jsonl(text, path), {}
+    else:
+        raise SpecError(f"unknown manifest format '{fmt}'", path=path, fix="use .yaml, .csv or .jsonl")
+
+    jobs: list[Job] = []
+    invalid: list[RowProblem] = []
+    seen_out: dict[Path, int] = {}
+    seen_id: dict[str, int] = {}
+    for index, (line, raw) in enumerate(raw_rows):
+        try:
+            if isinstance(raw, Exception):
+                raise raw
+            if not isinstance(raw, dict):
+                raise ValueError(f"a row must be a mapping of field: value, got {type(raw).__name__}")
+            merged = {**defaults, **raw}
+            # Settings may be written flat (fps: 25) or under 'overrides'; both end up in overrides.
+            flat = {k: merged.pop(k) for k in list(merged) if isinstance(k, str) and k in SETTING_KEYS}
+            if flat:
+                ov = merged.get("overrides") or {}
+                if not isinstance(ov, dict):
+                    raise ValueError("'overrides' must be a mapping of setting: value")
+                merged["overrides"] = {**ov, **flat}
+            merged = {str(k): v for k, v in merged.items()}
+            row = ManifestRow(**merged)
+            _check_settings(row.preset, row.overrides)
+            inputs = {}
+            for name in INPUT_FIELDS:
+                value = getattr(row, name)
+                if value:
+                    inputs[name] = _resolve(value, base, root, allow_outside, name, check_files)
+            dialogue = _resolve(row.dialogue, base, root, allow_outside, "dialogue", check_files) \
+                if row.dialogue else None
+            jid = _ID_RE.sub("_", _job_id(row, index))[:120] or f"job{index:05d}"
+            dialogue_out = _check_dialogue(dialogue, root, allow_outside) \
+                if dialogue is not None and check_files else None
+            if row.output:
+                output = _resolve(row.output, base, root, allow_outside, "output", False)
+            elif dialogue_out is not None:
+                output = dialogue_out           # the dialogue's own output.path
+            else:
+                output = output_dir / f"{jid}.mp4"
+            if output.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+                raise ValueError(f"output must be an .mp4 file, got '{output.name}'")
+            if output in seen_out:
+                raise ValueError(f"same output as the row at line {seen_out[output]}: {output}")
+            if jid in seen_id:
+                raise ValueError(f"duplicate job id '{jid}' (also at line {seen_id[jid]}); set 'id' to tell them apart")
+            seen_out[output] = line
+            seen_id[jid] = line
+            jobs.append(Job(id=jid, index=index, line=line, output=output, dialogue=dialogue,
+                            inputs=inputs, preset=row.preset, seed=row.seed, overrides=dict(row.overrides)))
+        except ValidationError as e:
+            invalid.append(RowProblem(line, _pydantic_message(e), index))
+        except EchoError as e:
+            invalid.append(RowProblem(line, f"{e.path + ': ' if e.path else ''}{e.message}", index))
+        except (ValueError, TypeError, OSError, RecursionError) as e:
+            invalid.append(RowProblem(line, str(e) or type(e).__name__, index))
+    return Manifest(path=path, root=root, jobs=jobs, invalid=invalid, n_rows=len(raw_rows))
+
+
+def load_manifest(path: str | Path, *, root: str | Path | None = None, output_dir: str | Path | None = None,
+                  allow_outside: bool = False, check_files: bool = True) -> Manifest:
+    """Read a manifest file (format from its extension). See `parse_manifest_text`."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise SpecError(f"unknown manifest extension '{path.suffix}'", path=path,
+                        fix="name it .yaml, .yml, .csv or .jsonl")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise SpecError("manifest not found", path=path, fix="check the path") from e
+    except IsADirectoryError as e:
+        raise SpecError("manifest is a folder", path=path, fix="pass the manifest file") from e
+    except OSError as e:
+        raise SpecError(f"cannot read manifest: {e.strerror}", path=path, fix="check permissions") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"manifest is not UTF-8 text (byte {e.start})", path=path,
+                        fix="save the manifest as UTF-8") from e
+    if "\x00" in text:
+        raise SpecError("manifest contains NUL bytes (is it a binary file?)", path=path,
+                        fix="pass a text manifest")
+    return parse_manifest_text(text, fmt, path, root=Path(root) if root else None,
+                               output_dir=Path(output_dir) if output_dir else None,
+                               allow_outside=allow_outside, check_files=check_files)
+
+
+Format = Literal["yaml", "csv", "jsonl"]

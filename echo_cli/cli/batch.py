@@ -1,0 +1,124 @@
+"""`echo-cli batch MANIFEST`: render every job of a manifest (docs/batch.md).
+
+Convention (see cli/main.py): `register(app)`; light imports; results via common.emit.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from echo_cli.cli import common
+
+EXAMPLE = """Examples:
+
+  echo-cli batch jobs.csv --workers 2                 # local worker processes
+
+  echo-cli batch jobs.yaml --shard 1/4                # one shard of four (or from SLURM/k8s env)
+
+  echo-cli batch jobs.jsonl --emit slurm --shards 8 > render.sbatch
+
+  echo-cli batch jobs.yaml --engine ray --address auto
+
+Exit codes: 0 all jobs done or already done; 3 invalid manifest (rows listed with line numbers);
+8 some jobs failed (see the report; the others completed); 130 interrupted (rerun to finish)."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("batch", help="Render every job of a manifest (YAML, CSV or JSON Lines); reruns finish what is missing.",
+                 epilog=EXAMPLE)
+    def batch(
+        manifest: Annotated[Path, typer.Argument(help="manifest file: .yaml, .csv or .jsonl", show_default=False)],
+        workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes")] = 1,
+        retries: Annotated[int, typer.Option("--retries", help="extra attempts for transient errors (not bad input)")] = 2,
+        backoff: Annotated[float, typer.Option("--backoff", help="first retry delay in seconds (doubles each time)")] = 2.0,
+        shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: run shard i of n (default: from SLURM/k8s env, else all)")] = None,
+        engine: Annotated[str, typer.Option("--engine", help="local | ray")] = "local",
+        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray)")] = None,
+        skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="run the valid rows of a manifest with bad rows")] = False,
+        allow_outside: Annotated[bool, typer.Option("--allow-outside", help="allow paths outside the manifest's folder")] = False,
+        output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="where rows without 'output' write (default: <manifest folder>/renders)")] = None,
+        report: Annotated[Optional[Path], typer.Option("--report", help="JSON Lines report (default: <manifest>.report.jsonl beside it)")] = None,
+        check: Annotated[bool, typer.Option("--check", help="validate the manifest and exit; render nothing")] = False,
+        emit: Annotated[Optional[str], typer.Option("--emit", help="slurm | k8s: print an array job for this manifest and exit")] = None,
+        shards: Annotated[Optional[int], typer.Option("--shards", help="array size for --emit (default: min(jobs, 16))")] = None,
+        cpus: Annotated[int, typer.Option("--cpus", help="CPUs per array element for --emit")] = 2,
+        mem: Annotated[str, typer.Option("--mem", help="memory per array element for --emit")] = "8G",
+        time_limit: Annotated[str, typer.Option("--time", help="SLURM wall time for --emit slurm")] = "04:00:00",
+        partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition for --emit slurm")] = None,
+        image: Annotated[str, typer.Option("--image", help="container image for --emit k8s")] = "echo-cli:latest",
+        pvc: Annotated[str, typer.Option("--pvc", help="PersistentVolumeClaim with the data, for --emit k8s")] = "echo-data",
+    ) -> None:
+        """Render every job of a manifest, in worker processes, array shards or on Ray."""
+        from echo_cli.batch.manifest import load_manifest
+        from echo_cli.batch.runner import BatchOptions, run_manifest
+        from echo_cli.batch.shard import detect_shard
+        from echo_cli.errors import UsageError
+
+        st = common.state()
+        if engine not in ("local", "ray"):
+            raise UsageError(f"unknown engine '{engine}'", fix="use --engine local or --engine ray")
+        m = load_manifest(manifest, allow_outside=allow_outside, output_dir=output_dir)
+
+        if emit is not None:
+            _emit(manifest, m, emit, shards, workers, cpus, mem, time_limit, partition, image, pvc,
+                  retries=retries, skip_invalid=skip_invalid, allow_outside=allow_outside, output_dir=output_dir)
+            return
+        if check:
+            if m.invalid and not skip_invalid:
+                m.raise_if_invalid()
+            common.emit({"manifest": str(manifest), "jobs": len(m.jobs), "invalid": [str(p) for p in m.invalid]},
+                        human=f"{manifest}: {len(m.jobs)} valid job(s), {len(m.invalid)} invalid row(s)")
+            return
+        opts = BatchOptions(workers=workers, retries=retries, backoff=backoff, skip_invalid=skip_invalid,
+                            shard=detect_shard(shard), engine=engine, address=address, report=report,
+                            progress=not (st.quiet or st.no_progress or st.json))
+        summary = run_manifest(m, opts)
+        d = summary.to_dict()
+        rtf = f", real-time factor {summary.real_time_factor:.2f}" if summary.real_time_factor else ""
+        human = (f"batch {manifest.name} shard {summary.shard}: {summary.done} done, {summary.skipped} already done, "
+                 f"{summary.failed} failed, {summary.invalid} invalid, {summary.locked} busy elsewhere "
+                 f"in {summary.wall_s:.1f}s ({summary.videos_per_min:.1f} videos/min{rtf}); report {summary.report}")
+        common.emit(d, human=human)
+        if summary.exit_code:
+            import sys
+
+            for f in summary.failures[:20]:
+                print(f"error: line {f['line']} ({f['id']}): {f['error']}", file=sys.stderr)
+            print(f"error: {summary.failed + summary.invalid} job(s) failed; the others completed "
+                  f"(fix: see {summary.report}, correct the inputs and rerun)", file=sys.stderr)
+            raise typer.Exit(summary.exit_code)
+
+
+def _emit(manifest: Path, m, kind: str, shards, workers, cpus, mem, time_limit, partition, image, pvc, *,
+          retries: int, skip_invalid: bool, allow_outside: bool, output_dir) -> None:
+    import sys
+
+    from echo_cli.batch.emit import EmitOptions, emit_k8s, emit_slurm
+    from echo_cli.errors import UsageError
+
+    if kind not in ("slurm", "k8s"):
+        raise UsageError(f"unknown --emit '{kind}'", fix="use --emit slurm or --emit k8s")
+    if m.invalid and not skip_invalid:
+        m.raise_if_invalid()
+    n = shards or max(1, min(len(m.jobs), 16))
+    args = ["--retries", str(retries)]
+    if skip_invalid:
+        args.append("--skip-invalid")
+    if allow_outside:
+        args.append("--allow-outside")
+    if output_dir is not None:
+        args += ["--output-dir", str(Path(output_dir).resolve())]
+    opts = EmitOptions(shards=n, workers=workers, cpus=cpus, mem=mem, time=time_limit, partition=partition,
+                       image=image, pvc=pvc, name=_name(manifest), batch_args=args)
+    text = emit_slurm(manifest, opts) if kind == "slurm" else emit_k8s(manifest, opts)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _name(manifest: Path) -> str:
+    import re
+
+    base = re.sub(r"[^a-z0-9-]+", "-", manifest.stem.lower()).strip("-")[:40] or "batch"
+    return f"echo-{base}"

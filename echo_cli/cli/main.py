@@ -1,0 +1,140 @@
+"""The `echo-cli` entry point: global options, command registration, error -> exit code.
+
+CONVENTION FOR COMMAND MODULES (cli/<command>.py):
+    Each module defines `register(app: typer.Typer) -> None`, which adds its command(s)
+    with `@app.command("name", help=..., epilog=EXAMPLE)`. Every --help shows an example
+    (put it in the docstring/epilog). Keep module-level imports light (no torch, mediapipe,
+    numpy-heavy code): `echo-cli --help` must answer in well under 0.5 s; import heavy
+    things inside the command function. Print results through `cli.common.emit(...)`
+    (one JSON object under --json), progress through `cli.common.progress(...)`, and raise
+    errors from echo_cli.errors: `run()` prints their one line and exits with their code.
+
+Exit codes are errors.EXIT_CODES (README "Exit codes"): 0 ok, 1 internal error, 2 usage,
+3 spec, 4 input, 5 model, 6 dependency, 7 output, 8 partial, 130 interrupted.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from echo_cli import __version__
+from echo_cli.cli import common
+
+COMMAND_MODULES = ("render", "preprocess", "reenact", "batch", "train", "eval", "bench",
+                   "doctor", "presets", "init")
+
+app = typer.Typer(
+    name="echo-cli",
+    help="Render the avatar's head in a two-person conversation (ECHO), in batch.\n\n"
+         "Example:  echo-cli render samples/dialogue.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"echo-cli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs; tracebacks for internal errors.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout (logs stay on stderr).")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress display.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Show the version and exit.")] = None,
+) -> None:
+    """Global options go before the command: `echo-cli --json doctor`."""
+    from echo_cli import log
+
+    st = common.set_state(quiet=quiet, verbose=verbose, json=json_out, no_progress=no_progress,
+                          command=ctx.invoked_subcommand or "")
+    log.setup(st.verbosity)
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"echo_cli.cli.{name}")
+        module.register(app)
+
+
+_register_all()
+
+
+def _json_requested(argv: list[str]) -> bool:
+    # global options precede the command; stop at the first non-option word
+    for a in argv:
+        if a == "--json":
+            return True
+        if not a.startswith("-"):
+            return False
+    return False
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the app and turn every outcome into an exit code."""
+    from echo_cli.errors import EchoError, Interrupted
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    code = 0
+    try:
+        # standalone_mode=False: errors come back to us instead of being printed by Typer.
+        # Typer turns KeyboardInterrupt into Exit(130), which comes back as the return value.
+        rv = command.main(args=argv, prog_name="echo-cli", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+        if code == Interrupted.exit_code:
+            raise KeyboardInterrupt
+    except EchoError as e:
+        code = e.exit_code
+        _report(e.one_line(), e.to_dict(), argv)
+    except (KeyboardInterrupt, typer.Abort):
+        err = Interrupted("interrupted; no partial output was left", fix="rerun the command to finish")
+        code = err.exit_code
+        _report(err.one_line(), err.to_dict(), argv)
+    except typer.TyperException as e:   # Typer's (vendored) click errors: bad option, missing argument
+        code = int(getattr(e, "exit_code", 2) or 2)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message(), file=sys.stderr)
+        else:
+            if ctx is not None:
+                print(ctx.get_usage(), file=sys.stderr)
+            msg = f"error: {e.format_message()}".replace("\n", " ")
+            _report(msg, {"kind": "usage", "exit_code": code, "path": None, "message": e.format_message(),
+                          "fix": "see --help"}, argv)
+    except typer.Exit as e:
+        code = e.exit_code
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # a bug: one line, traceback only with --verbose
+        code = 1
+        if common.state().verbose or "--verbose" in argv or "-v" in argv:
+            import traceback
+            traceback.print_exc()
+        msg = f"internal error: {e.__class__.__name__}: {e} (rerun with --verbose and report it)"
+        _report(msg.replace("\n", " "), {"kind": "internal", "exit_code": 1, "path": None,
+                                          "message": f"{e.__class__.__name__}: {e}", "fix": "report it"}, argv)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+def _report(line: str, err: dict, argv: list[str]) -> None:
+    print(line, file=sys.stderr)
+    if common.state().json or _json_requested(argv):
+        common.emit_error(err)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,43 @@
+"""`echo-cli render DIALOGUE.yaml`: one conversation -> one MP4."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+EXAMPLE = """Examples:
+
+  echo-cli render samples/dialogue.yaml
+
+  echo-cli --json render talk.yaml --preset draft --fps 30 --output out/talk.mp4
+
+Precedence of settings: CLI flag > dialogue.yaml > preset > built-in default."""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("render", epilog=EXAMPLE)
+    def render(
+        dialogue: Annotated[Path, typer.Argument(help="dialogue.yaml to render", show_default=False)],
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path)")] = None,
+        preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="draft | default | quality")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="sampling seed")] = None,
+        checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="model .safetensors")] = None,
+        fps: Annotated[Optional[float], typer.Option("--fps", help="output frame rate")] = None,
+        size: Annotated[Optional[int], typer.Option("--size", help="avatar size in pixels")] = None,
+        crf: Annotated[Optional[int], typer.Option("--crf", help="H.264 quality (lower = better)")] = None,
+        steps: Annotated[Optional[int], typer.Option("--steps", help="sampling steps")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="validate inputs and settings, write nothing")] = False,
+    ) -> None:
+        """Render the avatar's side of a conversation described by a dialogue.yaml."""
+        from echo_cli.api.render import render as api_render
+        from echo_cli.cli.common import emit, progress
+
+        overrides = {"fps": fps, "size": size, "crf": crf, "steps": steps}
+        res = api_render(dialogue, output=output, preset=preset, seed=seed, checkpoint=checkpoint,
+                         overrides=overrides, progress=progress, dry_run=dry_run)
+        if dry_run:
+            human = f"ok: {dialogue} is valid; would write {res['output']} (preset {res['preset']})"
+        else:
+            human = f"wrote {res['output']} ({res.get('duration', 0):.2f} s, {res.get('frames', 0)} frames)"
+        emit(res, human=human)

@@ -1,0 +1,292 @@
+"""dialogue.yaml: the versioned description of one conversation to render (schema version 1).
+
+The reference with every field is docs/dialogue.md. `load_dialogue(path)` is the only
+entry point: `yaml.safe_load` semantics (a composed node tree, so errors can name lines),
+pydantic validation with unknown keys forbidden, paths resolved relative to the YAML file,
+and every error raised as one SpecError line: `file:line: field 'x.y': what (fix: how)`.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from echo_cli.config import RenderSettings
+from echo_cli.errors import InputError, SpecError
+
+SPEC_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AvatarSpec(_Strict):
+    """The person whose head is generated."""
+    image: Optional[Path] = Field(None, description="reference portrait (JPEG/PNG); or use `video`")
+    video: Optional[Path] = Field(None, description="reference video; its first frames give the identity")
+    audio: Optional[Path] = Field(None, description="the avatar's speech; defaults to the video's own sound")
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> "AvatarSpec":
+        if (self.image is None) == (self.video is None):
+            raise ValueError("give exactly one of `image` or `video`")
+        if self.image is not None and self.audio is None:
+            raise ValueError("`audio` is required when the avatar is an `image`")
+        return self
+
+
+class UserSpec(_Strict):
+    """The conversation partner (both optional: a silent, unseen user is allowed)."""
+    video: Optional[Path] = Field(None, description="the user's face video (or a still image)")
+    audio: Optional[Path] = Field(None, description="the user's speech; defaults to the video's own sound")
+
+
+class TurnSpec(_Strict):
+    """Who speaks when. Omit `turns` to derive them from voice activity."""
+    speaker: Literal["avatar", "user"]
+    start: float = Field(ge=0, description="seconds from the start")
+    end: float = Field(gt=0, description="seconds from the start; > start")
+    text: Optional[str] = Field(None, description="what is said (improves lip shapes when given)")
+    emotion: Optional[str] = Field(None, description="free text, e.g. 'happy' or 'calm and warm'")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TurnSpec":
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
+        return self
+
+
+class TranscriptSpec(_Strict):
+    """Where word timings come from."""
+    source: Literal["whisperx", "faster-whisper", "file"] = "whisperx"
+    path: Optional[Path] = Field(None, description="SRT, VTT or JSON transcript when source is `file`")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> "TranscriptSpec":
+        if self.source == "file" and self.path is None:
+            raise ValueError("`path` is required when source is `file`")
+        return self
+
+
+class OutputSpec(_Strict):
+    """The video to write. fps/size/crf override the preset (a CLI flag overrides them)."""
+    path: Path = Field(description="the .mp4 to write")
+    fps: Optional[float] = Field(None, gt=0, le=120)
+    size: Optional[int] = Field(None, ge=64, le=4096, description="avatar height/width in pixels")
+    crf: Optional[int] = Field(None, ge=0, le=51)
+    audio_mix: Literal["avatar", "both"] = Field("avatar", description="which voices are in the output")
+    layout: Literal["avatar", "side-by-side"] = Field("avatar", description="avatar alone, or user | avatar")
+
+    @field_validator("path")
+    @classmethod
+    def _mp4(cls, v: Path) -> Path:
+        if v.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+            raise ValueError("output path must end in .mp4 (or .m4v/.mov)")
+        return v
+
+
+# Any RenderSettings knob may be set under `settings:` (all optional; same bounds).
+SettingsSpec = create_model(
+    "SettingsSpec", __config__=ConfigDict(extra="forbid", frozen=True),
+    **{name: (Optional[f.annotation], None) for name, f in RenderSettings.model_fields.items()},
+)
+
+
+class DialogueSpec(_Strict):
+    version: Literal[1] = Field(description="schema version; this echo-cli reads 1")
+    avatar: AvatarSpec
+    user: Optional[UserSpec] = None
+    turns: Optional[list[TurnSpec]] = Field(None, description="omit to derive turns from voice activity")
+    transcript: TranscriptSpec = TranscriptSpec()
+    output: OutputSpec
+    preset: str = Field("default", description="draft | default | quality (echo-cli presets)")
+    seed: int = Field(0, ge=0, description="sampling seed; same seed + inputs = same video")
+    checkpoint: Optional[Path] = Field(None, description="model checkpoint (.safetensors); default: bundled")
+    settings: Optional[SettingsSpec] = Field(None, description="advanced: any preset key")  # type: ignore[valid-type]
+
+    # -- filled by the loader, not by the YAML --------------------------------------
+    source_path: Optional[Path] = Field(None, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "DialogueSpec":
+        if self.output.layout == "side-by-side" and (self.user is None or self.user.video is None):
+            raise ValueError("output.layout side-by-side needs user.video")
+        if self.output.audio_mix == "both" and self.user is None:
+            raise ValueError("output.audio_mix both needs a user (user.audio or user.video)")
+        for speaker in ("avatar", "user"):
+            spans = sorted((t.start, t.end) for t in self.turns or [] if t.speaker == speaker)
+            for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+                if s1 < e0:
+                    raise ValueError(f"{speaker} turns overlap: {s0}-{e0} and {s1}-{e1}")
+        return self
+
+    # -- helpers ---------------------------------------------------------------------
+    def setting_overrides(self) -> dict:
+        """The dialogue level of the precedence chain (settings:, then output.fps/size/crf)."""
+        out = {k: v for k, v in (self.settings.model_dump() if self.settings else {}).items() if v is not None}
+        out.update({k: getattr(self.output, k) for k in ("fps", "size", "crf") if getattr(self.output, k) is not None})
+        return out
+
+    def media_paths(self) -> dict[str, Path]:
+        """Every file the spec refers to, by dotted field name."""
+        found: dict[str, Path] = {}
+        for section in ("avatar", "user", "transcript"):
+            obj = getattr(self, section)
+            if obj is None:
+                continue
+            for name in type(obj).model_fields:
+                v = getattr(obj, name)
+                if isinstance(v, Path):
+                    found[f"{section}.{name}"] = v
+        if self.checkpoint is not None:
+            found["checkpoint"] = self.checkpoint
+        return found
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "avatar": AvatarSpec, "user": UserSpec, "turns": TurnSpec, "transcript": TranscriptSpec,
+    "output": OutputSpec, "settings": SettingsSpec,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Loader
+# ---------------------------------------------------------------------------------------
+def _node_line(root, loc: tuple) -> tuple[int | None, bool]:
+    """1-based line of the deepest YAML node on `loc`; second value: the full loc was found."""
+    import yaml
+
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part):
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line, False
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line, False
+    return line, True
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    parents = [p for p in loc[:-1] if isinstance(p, str)]
+    model = SECTIONS.get(parents[-1]) if parents else DialogueSpec
+    if model is None:
+        return []
+    return [k for k in model.model_fields if k != "source_path"]
+
+
+def _explain(err: dict, loc: tuple) -> tuple[str, str]:
+    """(message, fix) for one pydantic error."""
+    typ, msg = err["type"], err["msg"]
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    if typ == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(loc)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        fix = f"did you mean '{close[0]}'?" if close else f"remove it; known keys here: {', '.join(known)}"
+        return f"field '{field}': unknown key", fix
+    if typ == "missing":
+        return f"field '{field}': required field is missing", f"add `{loc[-1]}:`" + (" with `1`" if loc == ("version",) else "")
+    if typ == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
+        got = str(err.get("input"))
+        close = difflib.get_close_matches(got, options, n=1, cutoff=0.5)
+        fix = f"did you mean '{close[0]}'?" if close else f"use one of: {expected}"
+        if loc == ("version",):
+            return f"field 'version': unsupported version {got!r}", "this echo-cli reads `version: 1`"
+        return f"field '{field}': {msg}", fix
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return f"field '{field}': {msg}", "correct the value (see docs/dialogue.md)"
+
+
+def _spec_error(path: Path, root, err: dict) -> SpecError:
+    loc = tuple(err["loc"])
+    line, _ = _node_line(root, loc)
+    message, fix = _explain(err, loc)
+    where = f"{path}:{line}" if line else str(path)
+    return SpecError(message, path=where, fix=fix)
+
+
+def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec:
+    """Read and validate a dialogue.yaml; relative paths become absolute (from the YAML's folder).
+
+    SpecError (exit 3) for YAML/schema problems, InputError (exit 4) for a referenced file
+    that does not exist; both name `file:line` and the field.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("dialogue file not found", path=path, fix="check the path, or create one with `echo-cli init DIR`")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read dialogue file: {e}", path=path, fix="save it as UTF-8 text") from e
+    try:
+        # compose = safe parse into nodes (with line numbers); construct with the safe loader
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"not valid YAML: {problem}", path=where, fix="fix the YAML syntax (indentation, colons, quotes)") from e
+    if not isinstance(data, dict):
+        raise SpecError("a dialogue file must be a YAML mapping (key: value lines)", path=f"{path}:1",
+                        fix="start from `echo-cli init DIR`")
+    if "source_path" in data:
+        raise _spec_error(path, root, {"type": "extra_forbidden", "loc": ("source_path",), "msg": ""})
+    try:
+        spec = DialogueSpec.model_validate(data)
+    except ValidationError as e:
+        errs = e.errors()
+        # an unknown key is the root cause of the "missing" errors it usually comes with
+        first = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
+        raise _spec_error(path, root, first) from None
+
+    # Resolve paths relative to the YAML file's folder.
+    base = path.resolve().parent
+    def res(p: Path | None) -> Path | None:
+        return None if p is None else (p.expanduser() if p.expanduser().is_absolute() else base / p)
+
+    updates: dict[str, Any] = {"source_path": path.resolve()}
+    updates["avatar"] = spec.avatar.model_copy(update={k: res(getattr(spec.avatar, k)) for k in ("image", "video", "audio")})
+    if spec.user is not None:
+        updates["user"] = spec.user.model_copy(update={k: res(getattr(spec.user, k)) for k in ("video", "audio")})
+    updates["transcript"] = spec.transcript.model_copy(update={"path": res(spec.transcript.path)})
+    updates["output"] = spec.output.model_copy(update={"path": res(spec.output.path)})
+    updates["checkpoint"] = res(spec.checkpoint)
+    spec = spec.model_copy(update=updates)
+
+    if check_files:
+        for field, p in spec.media_paths().items():
+            if not p.is_file():
+                line, _ = _node_line(root, tuple(field.split(".")))
+                raise InputError(f"field '{field}': file not found: {p}", path=f"{path}:{line}",
+                                 fix="fix the path (relative paths start at the YAML file's folder)")
+    return spec
+
+
+def yaml_line(path: str | Path, field: str) -> str:
+    """`file:line` of a dotted field (for errors raised later, e.g. by preflight)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except Exception:
+        return str(path)
+    parts = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    line, _ = _node_line(root, parts)
+    return f"{path}:{line}" if line else str(path)

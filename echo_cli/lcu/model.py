@@ -1,0 +1,95 @@
+"""LCU: LPE (P_usr) + HBCU embeddings (S_usr) + GCA fusion → the user context f_pu.
+
+    forward(user_audio (B,T,Fa), user_motion (B,T,D), behaviour_emb (B,T,384), state=None)
+        -> (f_pu (B,T,Dc), state)
+
+The state carries the long-range scans and the fusion history across chunks, so a
+conversation processed chunk by chunk gives the same f_pu as one pass (tested). LAU is not
+part of this module: its output c_emo (384-d) goes straight to the generator's `emotion`
+input. Ablations of the paper are config switches: use_lpe=False zeroes P_usr,
+use_hbcu=False feeds a constant "no description" embedding (zeros) to the fusion.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+
+from echo_cli.features.text import TEXT_DIM
+from echo_cli.lcu.fusion import FusionConfig, GCAFusion
+from echo_cli.lcu.lpe import LPE, LPEConfig
+
+LCU_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class LCUConfig:
+    audio_dim: int = 82            # user audio features per frame (see lcu.hbcu.user_audio_features)
+    motion_dim: int = 64           # MotionSpace vector size D
+    regions: tuple = ()            # ((name, start, stop), ...) of the motion vector; () = equal split
+    ctx_dim: int = 128             # Dc: must equal the generator's user-context width
+    dim: int = 64                  # internal scan width
+    depth: int = 2                 # scan blocks per LPE branch
+    d_state: int = 8
+    chunk: int = 16                # frames evaluated in parallel inside a scan
+    mask_ratio: float = 0.25       # masked-encoder ratio for the motion branch (training only)
+    window: int = 25               # frames per HBCU behaviour window
+    n_past: int = 2                # past behaviour windows visible to the fusion
+    heads: int = 4
+    use_lpe: bool = True           # ablation "w/o LPE"
+    use_hbcu: bool = True          # ablation "w/o HBCU"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["regions"] = [list(r) for r in self.regions]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LCUConfig":
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if "regions" in d:
+            d["regions"] = tuple(tuple(r) for r in d["regions"])
+        return cls(**d)
+
+
+class LCU(nn.Module):
+    def __init__(self, cfg: LCUConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.lpe = LPE(LPEConfig(audio_dim=cfg.audio_dim, motion_dim=cfg.motion_dim,
+                                 regions=tuple(tuple(r) for r in cfg.regions), dim=cfg.dim,
+                                 ctx_dim=cfg.ctx_dim, depth=cfg.depth, d_state=cfg.d_state,
+                                 chunk=cfg.chunk, mask_ratio=cfg.mask_ratio))
+        self.fusion = GCAFusion(FusionConfig(text_dim=TEXT_DIM, ctx_dim=cfg.ctx_dim, heads=cfg.heads,
+                                             window=cfg.window, n_past=cfg.n_past))
+        self.out_norm = nn.LayerNorm(cfg.ctx_dim)
+
+    def forward(self, user_audio: torch.Tensor, user_motion: torch.Tensor,
+                behaviour_emb: torch.Tensor, state: dict | None = None,
+                motion_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        state = state or {}
+        B, T, _ = user_motion.shape
+        p_usr, s_lpe = self.lpe(user_audio, user_motion, state.get("lpe"), motion_mask)  # (B, T, Dc)
+        if not self.cfg.use_lpe:
+            p_usr = torch.zeros_like(p_usr)
+        if not self.cfg.use_hbcu:
+            behaviour_emb = torch.zeros_like(behaviour_emb)
+        f_pu, s_fus = self.fusion(p_usr, behaviour_emb, state.get("fusion"))           # (B, T, Dc)
+        return self.out_norm(f_pu), {"lpe": s_lpe, "fusion": s_fus}                     # (B, T, Dc)
+
+    def train_mask(self, B: int, T: int, generator: torch.Generator | None = None):
+        """Random region mask for the masked motion encoder (training only)."""
+        return self.lpe.motion.random_mask(B, T, generator)
+
+
+def detach_state(state):
+    """Detach a (nested) LCU state, e.g. between truncated-backprop chunks."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(detach_state(v) for v in state)
+    return state

@@ -1,0 +1,533 @@
+"""Face tracking with MediaPipe 0.10.14 face mesh (478 landmarks with iris), one face per clip.
+
+Stages, per frame:
+1. Full-frame FaceMesh in video mode (detector runs only when tracking is lost).
+2. When the full frame finds nothing (small faces: full-body shots, ../shared/data/clips/s13.mp4,
+   portraits/full3.png) a second FaceMesh runs on a square crop around the face, located
+   by the previous landmarks or by the full-range face detector (model_selection=1); the
+   landmarks are mapped back to frame pixels.
+Then, over the whole clip: short gaps (<= 0.5 s) are interpolated, landmarks are smoothed
+with a One-Euro filter, head pose is fitted to the canonical face and a steady square crop
+box is derived. Landmarks are in display pixels of the frame: x, y, and z in x units.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from echo_cli import log
+from echo_cli.errors import DependencyError, InputError
+from echo_cli.preprocess.crop import DEFAULT_MARGIN, crop_image, from_crop, square_boxes, smooth_boxes
+from echo_cli.preprocess.smoothing import OneEuroParams, one_euro
+from echo_cli.schema import N_LANDMARKS, FaceTrack
+
+logger = log.get("echo_cli.preprocess.face")
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """Everything that changes a face track (part of the cache key)."""
+    max_faces: int = 2                  # faces MediaPipe tracks at once (to choose one)
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    crop_size: int = 256                # side of the second-pass crop fed to MediaPipe
+    crop_margin: float = 2.2            # second-pass crop side / face extent
+    max_gap_s: float = 0.5              # gaps up to this long are interpolated (valid=True)
+    min_found: float = 0.5              # below this fraction of frames with a face: InputError
+    box_margin: float = DEFAULT_MARGIN  # output crop box side / landmark extent
+    smoothing: OneEuroParams = field(default_factory=OneEuroParams)
+    smooth: bool = True
+
+    def key(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------
+# Frame sources
+# --------------------------------------------------------------------------------------
+
+def _probe_video(path: Path) -> tuple[float, int, int]:
+    """(fps, display width, display height) via PyAV (rotation and SAR applied)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise InputError("no video stream", path=path, fix="pass a video or an image file")
+            s = c.streams.video[0]
+            fps = float(s.average_rate or s.guessed_rate or 25.0)
+            w, h = s.codec_context.width, s.codec_context.height
+            sar = s.sample_aspect_ratio
+            if sar and float(sar) > 0 and float(sar) != 1.0:
+                w = int(round(w * float(sar) / 2.0)) * 2
+            rot = 0
+            for f in c.decode(s):
+                rot = int(getattr(f, "rotation", 0) or 0) % 360
+                break
+            if rot in (90, 270):
+                w, h = h, w
+            return fps, w, h
+    except InputError:
+        raise
+    except Exception as e:  # av raises many error types for damaged files
+        raise InputError(f"cannot read video: {e}", path=path,
+                         fix="check the file is a complete, playable video") from e
+
+
+def _iter_video_frames_av(path: Path, fps: float | None) -> Iterator[np.ndarray]:
+    """Private PyAV reader (used when echo_cli.media.video_io is not available):
+    RGB uint8, display-oriented, square pixels, resampled to `fps` by nearest frame."""
+    import av
+
+    try:
+        c = av.open(str(path))
+    except Exception as e:
+        raise InputError(f"cannot open video: {e}", path=path, fix="check the file is a playable video") from e
+    with c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        src_fps = float(s.average_rate or s.guessed_rate or 25.0)
+        w, h = s.codec_context.width, s.codec_context.height
+        sar = s.sample_aspect_ratio
+        dw = int(round(w * float(sar) / 2.0)) * 2 if sar and float(sar) > 0 and float(sar) != 1.0 else w
+        k = 0
+        start = None
+        try:
+            for i, f in enumerate(c.decode(s)):
+                img = f.to_ndarray(format="rgb24", width=dw, height=h)
+                rot = int(getattr(f, "rotation", 0) or 0) % 360
+                if rot:
+                    # rotation is counter-clockwise degrees to apply for display
+                    img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+                if fps is None or abs(fps - src_fps) < 1e-3:
+                    yield img
+                    continue
+                t = float(f.time) if f.time is not None else i / src_fps
+                start = t if start is None else start
+                t -= start
+                # emit every output frame whose time falls before the next source frame
+                while k / fps < t + 0.5 / src_fps:
+                    yield img
+                    k += 1
+        except InputError:
+            raise
+        except Exception as e:
+            raise InputError(f"video decoding failed: {e}", path=path,
+                             fix="re-encode the file (e.g. ffmpeg -i in.mp4 out.mp4)") from e
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 image, EXIF orientation applied."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path, fix="check the path")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError("cannot decode image", path=path, fix="use a valid PNG or JPEG file")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def open_frames(src, fps: float | None = None) -> tuple[Iterable[np.ndarray], float, int, int, str, bool]:
+    """(frames, fps, width, height, source, is_image) for a path, an array (T,H,W,3) or a list."""
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not path.exists():
+            raise InputError("file not found", path=path, fix="check the path")
+        if path.suffix.lower() in IMAGE_EXTS:
+            img = read_image(path)
+            return [img], float(fps or 25.0), img.shape[1], img.shape[0], str(path), True
+        try:
+            from echo_cli.media.probe import probe  # type: ignore
+            from echo_cli.media.video_io import iter_frames  # type: ignore
+        except Exception:  # media/ not available yet: private PyAV reader
+            src_fps, w, h = _probe_video(path)
+            out_fps = float(fps or src_fps)
+            return _iter_video_frames_av(path, fps), out_fps, w, h, str(path), False
+        info = probe(path)
+        if getattr(info, "is_image", False):
+            img = read_image(path)
+            return [img], float(fps or 25.0), img.shape[1], img.shape[0], str(path), True
+        if not info.has_video:
+            raise InputError("no video stream", path=path, fix="pass a video or an image file")
+        out_fps = float(fps or info.fps or 25.0)
+        return iter_frames(path, fps=fps), out_fps, int(info.width), int(info.height), str(path), False
+    if isinstance(src, np.ndarray):
+        frames = src[None] if src.ndim == 3 else src
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise InputError(f"frames must be (T, H, W, 3) RGB uint8, got {src.shape}", fix="pass RGB frames")
+        return frames, float(fps or 25.0), frames.shape[2], frames.shape[1], "", frames.shape[0] == 1
+    frames = list(src)
+    if not frames:
+        raise InputError("no frames given", fix="pass at least one frame")
+    return frames, float(fps or 25.0), frames[0].shape[1], frames[0].shape[0], "", len(frames) == 1
+
+
+# --------------------------------------------------------------------------------------
+# MediaPipe wrappers
+# --------------------------------------------------------------------------------------
+
+def _mediapipe():
+    try:
+        import mediapipe as mp
+    except Exception as e:
+        raise DependencyError(f"mediapipe is not importable: {e}", fix="pip install mediapipe==0.10.14") from e
+    return mp
+
+
+def make_face_mesh(static: bool, max_faces: int, det_conf: float = 0.5, track_conf: float = 0.5):
+    mp = _mediapipe()
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
+                                           refine_landmarks=True,
+                                           min_detection_confidence=det_conf,
+                                           min_tracking_confidence=track_conf)
+
+
+# A NormalizedLandmarkList serialises as 478 fixed 17-byte records (proto2: every set
+# field is written): tag, length, then x, y, z as tagged little-endian floats. Reading the
+# bytes is ~10x faster than walking 478 protobuf objects in Python (1 ms/frame saved).
+_LM_RECORD = np.dtype([("tag", "u1"), ("len", "u1"), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"),
+                       ("y", "<f4"), ("tz", "u1"), ("z", "<f4")])
+
+
+def _landmarks_array(lm) -> np.ndarray:
+    b = lm.SerializeToString()
+    if len(b) == N_LANDMARKS * _LM_RECORD.itemsize:
+        r = np.frombuffer(b, dtype=_LM_RECORD)
+        if (r["tag"] == 0x0A).all() and (r["len"] == 15).all():
+            return np.stack([r["x"], r["y"], r["z"]], axis=1).astype(np.float32)
+    return np.array([(p.x, p.y, p.z) for p in lm.landmark], dtype=np.float32)
+
+
+def mesh_faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
+    """All faces MediaPipe returns for one RGB frame, each (478, 3) in pixels (z in x units)."""
+    h, w = rgb.shape[:2]
+    res = mesh.process(np.ascontiguousarray(rgb))
+    out = []
+    for lm in res.multi_face_landmarks or []:
+        a = _landmarks_array(lm)
+        if a.shape[0] != N_LANDMARKS:
+            continue
+        a[:, 0] *= w
+        a[:, 1] *= h
+        a[:, 2] *= w
+        out.append(a)
+    return out
+
+
+def detect_boxes(detector, rgb: np.ndarray) -> list[np.ndarray]:
+    """Face-detector boxes (x0, y0, x1, y1) in pixels, best first."""
+    h, w = rgb.shape[:2]
+    res = detector.process(np.ascontiguousarray(rgb))
+    out = []
+    for d in res.detections or []:
+        bb = d.location_data.relative_bounding_box
+        out.append(np.array([bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w,
+                             (bb.ymin + bb.height) * h], dtype=np.float32))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Choosing one face
+# --------------------------------------------------------------------------------------
+
+def _centre_size(lm: np.ndarray) -> tuple[np.ndarray, float]:
+    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+    return (lo + hi) / 2, float((hi - lo).max())
+
+
+def choose_face(faces: Sequence[np.ndarray], width: int, height: int, prev_centre: np.ndarray | None,
+                face_index: int | None = None, pick: tuple[float, float] | None = None) -> int:
+    """Index of the face to keep.
+
+    Continuity first (the face nearest the previous pick); otherwise `face_index` (faces
+    ordered left to right), `pick` (x, y in 0..1 of the frame: the nearest face), or the
+    largest and most central face (size discounted by distance from the frame centre).
+    """
+    if len(faces) == 1:
+        return 0
+    cs = [_centre_size(f) for f in faces]
+    if prev_centre is not None:
+        d = [np.linalg.norm(c - prev_centre) for c, _ in cs]
+        return int(np.argmin(d))
+    if face_index is not None:
+        order = np.argsort([c[0] for c, _ in cs])
+        return int(order[min(max(face_index, 0), len(order) - 1)])
+    if pick is not None:
+        target = np.array([pick[0] * width, pick[1] * height])
+        return int(np.argmin([np.linalg.norm(c - target) for c, _ in cs]))
+    diag = float(np.hypot(width, height))
+    centre = np.array([width / 2, height / 2])
+    score = [s / (1.0 + 2.0 * np.linalg.norm(c - centre) / diag) for c, s in cs]
+    return int(np.argmax(score))
+
+
+# --------------------------------------------------------------------------------------
+# Raw tracking (per frame, no smoothing)
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class RawTrack:
+    landmarks: np.ndarray        # (T, 478, 3) pixels, NaN where not detected
+    detected: np.ndarray         # (T,) bool
+    fps: float
+    width: int
+    height: int
+    source: str
+    n_multi: int = 0             # frames where several faces were seen (probed once a second)
+    n_crop: int = 0              # frames found by the second (crop) pass
+
+
+class _CropPass:
+    """Second pass for small faces: FaceMesh on a square crop that follows the face."""
+
+    def __init__(self, settings: TrackSettings, static: bool):
+        self.s = settings
+        self.mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
+                                   settings.min_tracking_confidence)
+        mp = _mediapipe()
+        self.detector = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                                  min_detection_confidence=0.4)
+        self.box: np.ndarray | None = None
+
+    def _box_from(self, centre: np.ndarray, size: float) -> np.ndarray:
+        half = self.s.crop_margin * size / 2
+        return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half], np.float32)
+
+    def run(self, rgb: np.ndarray, hint: np.ndarray | None, prev_centre, face_index, pick) -> np.ndarray | None:
+        h, w = rgb.shape[:2]
+        if hint is not None:
+            c, size = _centre_size(hint)
+            # keep the crop still while the face stays well inside it: MediaPipe's own
+            # tracking inside the crop then stays consistent from frame to frame
+            if self.box is None or not self._holds(c, size):
+                self.box = self._box_from(c, size)
+        for attempt in range(2):
+            if self.box is None:
+                boxes = detect_boxes(self.detector, rgb)
+                if not boxes:
+                    return None
+                faces = [np.array([[b[0], b[1], 0], [b[2], b[3], 0]], np.float32) for b in boxes]
+                i = choose_face(faces, w, h, prev_centre, face_index, pick)
+                b = boxes[i]
+                # detector boxes are tight around eyes-mouth: the mesh extent is ~1.3x larger
+                self.box = self._box_from((b[:2] + b[2:]) / 2, 1.3 * float(max(b[2] - b[0], b[3] - b[1])))
+            crop = crop_image(rgb, self.box, self.s.crop_size)
+            faces = mesh_faces(self.mesh, crop)
+            if faces:
+                return from_crop(faces[0], self.box, self.s.crop_size)
+            self.box = None        # lost: once more with a fresh detector box
+        return None
+
+    def _holds(self, c: np.ndarray, size: float) -> bool:
+        b = self.box
+        side = float(b[2] - b[0])
+        bc = (b[:2] + b[2:]) / 2
+        return (np.abs(c - bc).max() < 0.12 * side and 0.75 < self.s.crop_margin * size / side < 1.33)
+
+    def close(self):
+        self.mesh.close()
+        self.detector.close()
+
+
+def track_raw(path_or_frames, fps: float | None = None, face_index: int | None = None,
+              pick: tuple[float, float] | None = None, settings: TrackSettings = TrackSettings()) -> RawTrack:
+    """Per-frame MediaPipe landmarks of the chosen face (NaN where none), no smoothing."""
+    frames, out_fps, width, height, source, is_image = open_frames(path_or_frames, fps)
+    mp = _mediapipe()
+    # Tracking several faces makes MediaPipe run its detector on every frame (+40 % time).
+    # So a cheap short-range detector probes once a second; MediaPipe tracks several faces
+    # only when the first frame shows several (or the caller picks one), else just one and
+    # keeps following it (continuity) while the probe counts frames with other faces.
+    probe = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.6)
+    probe_every = max(1, int(round(out_fps)))
+    mesh = None
+    crop_pass: _CropPass | None = None
+    rows: list[np.ndarray] = []
+    detected: list[bool] = []
+    prev: np.ndarray | None = None          # last chosen landmarks
+    prev_age = 10 ** 9                      # frames since `prev`
+    n_multi = n_crop = 0
+    full_misses = 0                         # consecutive full-frame misses
+    nan = np.full((N_LANDMARKS, 3), np.nan, np.float32)
+    try:
+        for t, rgb in enumerate(frames):
+            if rgb.shape[0] != height or rgb.shape[1] != width:
+                height, width = rgb.shape[:2]
+            if t % probe_every == 0:
+                n_seen = len(detect_boxes(probe, rgb))
+                if n_seen > 1:
+                    n_multi += probe_every
+                if mesh is None:
+                    multi = is_image or n_seen > 1 or face_index is not None or pick is not None
+                    mesh = make_face_mesh(is_image, settings.max_faces if multi else 1,
+                                          settings.min_detection_confidence, settings.min_tracking_confidence)
+            # Once the full frame keeps failing while the crop pass works, try the full
+            # frame only every 10th frame (it costs a detector run each time).
+            use_full = full_misses < 3 or crop_pass is None or t % 10 == 0
+            faces = mesh_faces(mesh, rgb) if use_full else []
+            prev_centre = _centre_size(prev)[0] if prev is not None and prev_age <= 15 else None
+            chosen = None
+            if faces:
+                full_misses = 0
+                chosen = faces[choose_face(faces, width, height, prev_centre, face_index, pick)]
+            else:
+                full_misses += 1 if use_full else 0
+                if crop_pass is None:
+                    crop_pass = _CropPass(settings, is_image)
+                hint = prev if prev is not None and prev_age <= 2 else None
+                chosen = crop_pass.run(rgb, hint, prev_centre, face_index, pick)
+                if chosen is not None:
+                    n_crop += 1
+            if chosen is not None:
+                prev, prev_age = chosen, 0
+                rows.append(chosen)
+                detected.append(True)
+            else:
+                prev_age += 1
+                rows.append(nan)
+                detected.append(False)
+    finally:
+        probe.close()
+        if mesh is not None:
+            mesh.close()
+        if crop_pass is not None:
+            crop_pass.close()
+    if not rows:
+        raise InputError("the video has no decodable frames", path=source or None,
+                         fix="check the file is a complete, playable video")
+    return RawTrack(np.stack(rows), np.array(detected, bool), out_fps, width, height, source, n_multi, n_crop)
+
+
+# --------------------------------------------------------------------------------------
+# Post-processing and the public entry point
+# --------------------------------------------------------------------------------------
+
+def fill_gaps(landmarks: np.ndarray, detected: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation over gaps of at most `max_gap` frames between detections
+    (valid=True); longer or open-ended gaps hold the nearest detection (valid=False)."""
+    T = landmarks.shape[0]
+    out = landmarks.copy()
+    valid = detected.copy()
+    idx = np.flatnonzero(detected)
+    if idx.size == 0:
+        return out, valid
+    t = 0
+    while t < T:
+        if detected[t]:
+            t += 1
+            continue
+        s = t
+        while t < T and not detected[t]:
+            t += 1
+        e = t  # gap is [s, e)
+        left, right = s - 1, e
+        if left >= 0 and right < T and (e - s) <= max_gap:
+            w = (np.arange(s, e) - left) / (right - left)
+            out[s:e] = (1 - w)[:, None, None] * landmarks[left] + w[:, None, None] * landmarks[right]
+            valid[s:e] = True
+        else:
+            for k in range(s, e):
+                near = idx[np.argmin(np.abs(idx - k))]
+                out[k] = landmarks[near]
+    return out, valid
+
+
+def finish_track(raw: RawTrack, settings: TrackSettings = TrackSettings()) -> FaceTrack:
+    """Gaps, One-Euro smoothing, pose and crop boxes for a raw track."""
+    from echo_cli.preprocess.pose import fit_pose
+
+    T = raw.landmarks.shape[0]
+    found = float(raw.detected.mean()) if T else 0.0
+    if found < settings.min_found or not raw.detected.any():
+        what = "the image" if T == 1 else f"{100 * (1 - found):.0f}% of {T} frames"
+        raise InputError(f"no face found in {what}", path=raw.source or None,
+                         fix="use media with one clearly visible face (frontal, lit, at least ~40 px wide)")
+    if raw.n_multi:
+        logger.warning("%s: several faces in about %d frames; kept the largest/most central "
+                       "(override with --face-index)", raw.source or "frames", raw.n_multi)
+    max_gap = int(round(settings.max_gap_s * raw.fps))
+    lm, valid = fill_gaps(raw.landmarks, raw.detected, max_gap)
+    if settings.smooth and T > 1:
+        ext = lm[..., :2].max(1) - lm[..., :2].min(1)
+        scale = np.maximum(ext.max(-1), 1.0)
+        lm = one_euro(lm, raw.fps, settings.smoothing, scale=scale, valid=valid)
+    lm = lm.astype(np.float32)
+    pose, canonical = fit_pose(lm)
+    boxes = smooth_boxes(square_boxes(lm, settings.box_margin), raw.fps, lm)
+    return FaceTrack(fps=float(raw.fps), width=int(raw.width), height=int(raw.height), landmarks=lm,
+                     detected=raw.detected.copy(), valid=valid, pose=pose, canonical=canonical,
+                     boxes=boxes, source=raw.source)
+
+
+def track_face(path_or_frames, fps: float | None = None, face_index: int | None = None,
+               pick: tuple[float, float] | None = None,
+               settings: TrackSettings = TrackSettings()) -> FaceTrack:
+    """Track one face through a video, an image (T == 1) or frames (T, H, W, 3) RGB uint8.
+
+    fps: resample the video to this rate (frames given directly are taken as at `fps`).
+    face_index: with several faces, take the n-th from the left; pick: (x, y) in 0..1, the
+    face nearest that point. Raises InputError when most frames have no face.
+    """
+    raw = track_raw(path_or_frames, fps, face_index, pick, settings)
+    if raw.n_crop:
+        logger.info("%s: small face, %d frames found on the zoomed second pass", raw.source or "frames", raw.n_crop)
+    return finish_track(raw, settings)
+
+
+# --------------------------------------------------------------------------------------
+# Storage (versioned .npz; see docs/formats.md)
+# --------------------------------------------------------------------------------------
+
+TRACK_FORMAT = "echo-cli.facetrack"
+TRACK_VERSION = 1
+
+
+def save_track(track: FaceTrack, path: str | Path) -> None:
+    """Atomic .npz write of a FaceTrack."""
+    from echo_cli.io_atomic import atomic_path
+
+    arrays = dict(
+        format=np.array(TRACK_FORMAT), version=np.array(TRACK_VERSION),
+        fps=np.array(track.fps, np.float64), width=np.array(track.width), height=np.array(track.height),
+        landmarks=track.landmarks.astype(np.float32), detected=track.detected.astype(bool),
+        valid=track.valid.astype(bool), rotation=track.pose.rotation.astype(np.float32),
+        euler=track.pose.euler.astype(np.float32), translation=track.pose.translation.astype(np.float32),
+        scale=track.pose.scale.astype(np.float32), canonical=track.canonical.astype(np.float32),
+        boxes=track.boxes.astype(np.float32), source=np.array(track.source))
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_track(path: str | Path) -> FaceTrack:
+    """Load a FaceTrack .npz; InputError when damaged or of another format/version."""
+    from echo_cli.schema import Pose
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise InputError(f"cannot read face track: {e}", path=path, fix="delete it and run preprocess again") from e
+    if str(d.get("format", "")) != TRACK_FORMAT or int(d.get("version", -1)) != TRACK_VERSION:
+        raise InputError("not a face track of this version", path=path, fix="run preprocess again")
+    T = d["landmarks"].shape[0]
+    shapes = {"landmarks": (T, N_LANDMARKS, 3), "canonical": (T, N_LANDMARKS, 3), "detected": (T,),
+              "valid": (T,), "rotation": (T, 3, 3), "euler": (T, 3), "translation": (T, 2),
+              "scale": (T,), "boxes": (T, 4)}
+    for k, shp in shapes.items():
+        if d[k].shape != shp:
+            raise InputError(f"face track field '{k}' has shape {d[k].shape}, expected {shp}", path=path,
+                             fix="delete it and run preprocess again")
+    pose = Pose(rotation=d["rotation"], euler=d["euler"], translation=d["translation"], scale=d["scale"])
+    return FaceTrack(fps=float(d["fps"]), width=int(d["width"]), height=int(d["height"]),
+                     landmarks=d["landmarks"], detected=d["detected"], valid=d["valid"], pose=pose,
+                     canonical=d["canonical"], boxes=d["boxes"], source=str(d["source"]))

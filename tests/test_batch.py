@@ -1,0 +1,519 @@
+"""`echo-cli batch`: scheduling, resume, locks, retries, signals, shards, emitters, real renders.
+
+Two kinds of tests:
+- scheduling logic (hash, locks, retries classification, kills, shards) with an injected job
+  that writes a real short mp4 through io_atomic (`media_factory.tiny_render`), so each job is
+  sub-second and kills land reliably mid-write;
+- acceptance tests on real renders (`echo-cli batch` calling the render API) on
+  ../shared/data portraits + 2 s of real speech, draft preset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+import media_factory as mf
+from echo_cli.batch import jobs as J
+from echo_cli.batch.emit import EmitOptions, emit_k8s, emit_slurm
+from echo_cli.batch.locks import LockBusy, OutputLock, is_locked, lock_path, read_lock
+from echo_cli.batch.manifest import load_manifest
+
+TESTS = Path(__file__).resolve().parent
+
+DRIVER = r"""
+import sys
+sys.path.insert(0, {tests!r})
+from echo_cli import log; log.setup(0)
+from echo_cli.batch import BatchOptions, run_batch, detect_shard
+from echo_cli.errors import EchoError
+manifest, workers, job_fn, shard = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4] or None
+opts = BatchOptions(workers=workers, job_fn=job_fn, shard=detect_shard(shard), retries=int(sys.argv[5]),
+                    backoff=0.05, progress=False, skip_invalid=True)
+try:
+    s = run_batch(manifest, opts, allow_outside=True)
+    sys.exit(s.exit_code)
+except EchoError as e:
+    print(e.one_line(), file=sys.stderr)
+    sys.exit(e.exit_code)
+"""
+
+
+def driver(tmp: Path) -> Path:
+    p = tmp / "driver.py"
+    p.write_text(DRIVER.format(tests=str(TESTS)))
+    return p
+
+
+def start_batch(tmp: Path, manifest: Path, *, workers=2, job_fn="media_factory:tiny_render", shard="",
+                retries=5, env=None) -> subprocess.Popen:
+    e = {**os.environ, **(env or {})}
+    return subprocess.Popen([sys.executable, str(driver(tmp)), str(manifest), str(workers), job_fn or "", shard,
+                             str(retries)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+                            cwd=str(tmp))
+
+
+def run_batch_proc(tmp, manifest, timeout=300, **kw) -> subprocess.CompletedProcess:
+    p = start_batch(tmp, manifest, **kw)
+    out, err = p.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def small_manifest(tmp: Path, n: int, prefix: str = "job") -> Path:
+    """n inline jobs over two tiny real input files (content only feeds the job hash)."""
+    (tmp / "in").mkdir(exist_ok=True)
+    ref = tmp / "in" / "ref.png"
+    if not ref.exists():
+        from PIL import Image
+        Image.new("RGB", (32, 32), (200, 150, 120)).save(ref)
+        mf.silent_wav(tmp / "in" / "a.wav", 0.5)
+    rows = [{"id": f"{prefix}{i:02d}", "reference": "in/ref.png", "audio": "in/a.wav",
+             "output": f"out/{prefix}{i:02d}.mp4", "seed": i} for i in range(n)]
+    m = tmp / "m.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return m
+
+
+def reports(tmp: Path) -> list[dict]:
+    out = []
+    for p in sorted(tmp.glob("*.report.jsonl")):
+        out += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return out
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Anything in an output folder that is not a finished output or its marker."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir()
+            if not (p.suffix == ".mp4" and not p.name.startswith(".")) and not p.name.endswith(".mp4.echo.json")]
+
+
+def worker_pids(batch_pid: int) -> list[int]:
+    try:
+        kids = psutil.Process(batch_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    pids = []
+    for k in kids:
+        try:
+            cmd = " ".join(k.cmdline())
+        except psutil.Error:
+            continue
+        if "spawn_main" in cmd and "resource_tracker" not in cmd:
+            pids.append(k.pid)
+    return pids
+
+
+def assert_complete(tmp: Path, manifest: Path, check_video=True) -> None:
+    m = load_manifest(manifest, allow_outside=True)
+    for job in m.jobs:
+        assert job.output.is_file(), f"missing output {job.output}"
+        assert J.is_done(job.output, J.job_hash(job)), f"no matching done marker for {job.output}"
+        if check_video:
+            assert mf.valid_video(job.output), f"invalid video {job.output}"
+        assert not lock_path(job.output).exists()
+    folders = {j.output.parent for j in m.jobs}
+    for f in folders:
+        assert leftovers(f) == [], f"partial files left: {leftovers(f)}"
+
+
+# ======================================================================================
+# Pure logic: hashing, markers, locks, error classes
+# ======================================================================================
+
+def test_job_hash_tracks_content_settings_and_checkpoint(tmp_path):
+    m = small_manifest(tmp_path, 2)
+    a, b = load_manifest(m).jobs
+    h = J.job_hash(a)
+    assert h == J.job_hash(a)                               # stable
+    assert h != J.job_hash(b)                               # seed differs
+    assert h != J.job_hash(a, ckpt="other-checkpoint")
+    assert h != J.job_hash(a, tool_version="9.9.9")
+    (tmp_path / "in" / "a.wav").write_bytes((tmp_path / "in" / "a.wav").read_bytes() + b"\0\0")
+    J._FILE_HASHES.clear()
+    assert J.job_hash(a) != h                               # content change -> re-render
+
+
+def test_marker_needs_matching_hash_and_size(tmp_path):
+    m = small_manifest(tmp_path, 1)
+    job = load_manifest(m).jobs[0]
+    h = J.job_hash(job)
+    job.output.parent.mkdir(parents=True)
+    job.output.write_bytes(b"x" * 100)
+    assert not J.is_done(job.output, h)                     # no marker: not done
+    J.write_marker(job.output, h, job)
+    assert J.is_done(job.output, h)
+    assert not J.is_done(job.output, "0" * 64)
+    job.output.write_bytes(b"x" * 50)                       # output replaced behind our back
+    assert not J.is_done(job.output, h)
+
+
+def test_lock_is_exclusive_and_records_holder(tmp_path):
+    out = tmp_path / "o.mp4"
+    with OutputLock(out) as lk:
+        info = read_lock(lk.path)
+        assert info.pid == os.getpid() and info.host
+        assert is_locked(out)
+        with pytest.raises(LockBusy):
+            OutputLock(out).acquire()
+    assert not lock_path(out).exists() and not is_locked(out)
+
+
+def test_stale_lock_of_a_killed_process_is_broken(tmp_path):
+    out = tmp_path / "o.mp4"
+    code = (f"import sys, time; sys.path.insert(0, {str(TESTS)!r})\n"
+            f"from echo_cli.batch.locks import OutputLock\n"
+            f"l = OutputLock({str(out)!r}).acquire(); print('held', flush=True); time.sleep(600)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy):                       # live holder: busy
+            OutputLock(out).acquire()
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        assert lock_path(out).exists()                      # the dead holder left its file...
+        with OutputLock(out):                               # ...which is detected as stale
+            assert read_lock(lock_path(out)).pid == os.getpid()
+    finally:
+        p.kill()
+
+
+def test_partial_files_are_recognised(tmp_path):
+    from echo_cli.io_atomic import temp_sibling
+
+    out = tmp_path / "a.mp4"
+    t1 = temp_sibling(out)
+    t2 = temp_sibling(J.marker_path(out))
+    other = temp_sibling(tmp_path / "b.mp4")
+    assert set(J.partial_files(out)) == {t1, t2}
+    assert J.clean_partials(out) == 2 and other.exists()
+
+
+@pytest.mark.parametrize("exc,transient", [
+    (J.WorkerCrashed("x"), True), (OSError(5, "EIO"), True), (TimeoutError(), True), (MemoryError(), True),
+    (FileNotFoundError(2, "x"), False), (PermissionError(13, "x"), False), (ValueError("bug"), False),
+])
+def test_transient_classification(exc, transient):
+    assert J.is_transient(exc) is transient
+
+
+def test_echo_errors_are_permanent():
+    from echo_cli.errors import InputError, ModelError, OutputError, SpecError
+
+    for cls in (SpecError, InputError, ModelError, OutputError):
+        assert not J.is_transient(cls("x"))
+
+
+# ======================================================================================
+# Scheduling with worker processes (injected short job)
+# ======================================================================================
+
+def test_runs_skips_done_and_reruns_changed(tmp_path):
+    m = small_manifest(tmp_path, 6)
+    r = run_batch_proc(tmp_path, m, workers=2)
+    assert r.returncode == 0, r.stderr
+    assert_complete(tmp_path, m)
+    recs = [x for x in reports(tmp_path) if x["type"] == "job"]
+    assert sorted(x["status"] for x in recs) == ["done"] * 6
+    assert all("render" in x["timings"] and "total" in x["timings"] for x in recs)
+    summary = [x for x in reports(tmp_path) if x["type"] == "summary"][0]
+    assert summary["done"] == 6 and summary["exit_code"] == 0 and summary["videos_per_min"] > 0
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")}
+    # second run: nothing to do
+    r = run_batch_proc(tmp_path, m, workers=2)
+    assert r.returncode == 0
+    assert sorted(x["status"] for x in reports(tmp_path) if x["type"] == "job") == ["skipped"] * 6
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")}
+    # a changed setting on one row re-renders exactly that row
+    rows = [json.loads(x) for x in m.read_text().splitlines()]
+    rows[3]["steps"] = 3
+    m.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    r = run_batch_proc(tmp_path, m, workers=2)
+    st = {x["id"]: x["status"] for x in reports(tmp_path) if x["type"] == "job"}
+    assert st.pop("job03") == "done" and set(st.values()) == {"skipped"}
+
+
+def test_retries_transient_but_not_bad_input(tmp_path):
+    rows = [{"id": i, "reference": "in/ref.png", "audio": "in/a.wav", "output": f"out/{i}.mp4"}
+            for i in ("good1", "bad1", "flaky1", "good2")]
+    small_manifest(tmp_path, 1)
+    m = tmp_path / "r.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_batch_proc(tmp_path, m, workers=2, job_fn="media_factory:failing_render", retries=2)
+    assert r.returncode == 8, r.stderr                      # PartialFailure
+    recs = {x["id"]: x for x in reports(tmp_path) if x["type"] == "job"}
+    assert recs["bad1"]["status"] == "failed" and recs["bad1"]["attempts"] == 1
+    assert recs["bad1"]["error"]["kind"] == "input" and "no face" in recs["bad1"]["error"]["message"]
+    assert recs["flaky1"]["status"] == "done" and recs["flaky1"]["attempts"] == 2
+    assert recs["good1"]["status"] == recs["good2"]["status"] == "done"
+    assert not (tmp_path / "out" / "bad1.mp4").exists()
+
+
+def test_sigkill_workers_then_rerun_completes_exactly_once(tmp_path):
+    m = small_manifest(tmp_path, 12)
+    log = tmp_path / "renders.log"
+    env = {"ECHO_TEST_SLEEP": "0.6", "ECHO_TEST_RENDER_LOG": str(log)}
+    p = start_batch(tmp_path, m, workers=2, env=env, retries=0)
+    rng = random.Random(7)
+    kills = 0
+    try:
+        for _ in range(4):
+            time.sleep(rng.uniform(0.8, 2.5))
+            pids = worker_pids(p.pid)
+            if pids:
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+        p.communicate(timeout=300)
+    finally:
+        p.kill()
+    assert kills >= 3
+    assert p.returncode in (0, 8)           # retries=0: the killed jobs fail this time (crashed)
+    crashed = [x for x in reports(tmp_path) if x.get("status") == "failed"]
+    assert all(x["error"]["type"] == "WorkerCrashed" for x in crashed)
+    assert leftovers(tmp_path / "out") == []               # killed renders left nothing behind
+    r = run_batch_proc(tmp_path, m, workers=2, env=env)
+    assert r.returncode == 0, r.stderr
+    assert_complete(tmp_path, m)
+    done_ids = log.read_text().split()
+    finished = [x["id"] for x in reports(tmp_path) if x.get("status") == "done"]
+    assert len(finished) == len(set(finished))
+    assert set(done_ids) == {f"job{i:02d}" for i in range(12)}
+
+
+def test_killed_worker_is_retried_within_the_run(tmp_path):
+    m = small_manifest(tmp_path, 4)
+    p = start_batch(tmp_path, m, workers=1, env={"ECHO_TEST_SLEEP": "1.5"}, retries=3)
+    try:
+        assert mf.wait_for(lambda: any(J.partial_files(tmp_path / "out" / f"job{i:02d}.mp4") for i in range(4))
+                           if (tmp_path / "out").is_dir() else False, 120)
+        os.kill(worker_pids(p.pid)[0], signal.SIGKILL)
+        p.communicate(timeout=300)
+    finally:
+        p.kill()
+    assert p.returncode == 0
+    assert_complete(tmp_path, m)
+    s = [x for x in reports(tmp_path) if x["type"] == "summary"][0]
+    assert s["retried"] >= 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_and_rerun_finishes(tmp_path, sig):
+    m = small_manifest(tmp_path, 8)
+    p = start_batch(tmp_path, m, workers=2, env={"ECHO_TEST_SLEEP": "2"})
+    try:
+        assert mf.wait_for(lambda: (tmp_path / "out").is_dir()
+                           and any(J.partial_files(tmp_path / "out" / f"job{i:02d}.mp4") for i in range(8)), 120)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert "error:" in err and "Traceback" not in err
+    assert leftovers(tmp_path / "out") == []
+    statuses = [x["status"] for x in reports(tmp_path) if x["type"] == "job"]
+    assert "interrupted" in statuses
+    r = run_batch_proc(tmp_path, m, workers=2)
+    assert r.returncode == 0, r.stderr
+    assert_complete(tmp_path, m)
+
+
+def test_two_batches_on_one_manifest_render_each_job_once(tmp_path):
+    m = small_manifest(tmp_path, 8)
+    log = tmp_path / "renders.log"
+    env = {"ECHO_TEST_SLEEP": "0.5", "ECHO_TEST_RENDER_LOG": str(log)}
+    a = start_batch(tmp_path, m, workers=2, env=env)
+    b = start_batch(tmp_path, m, workers=2, env=env)
+    a.communicate(timeout=300)
+    b.communicate(timeout=300)
+    assert a.returncode == 0 and b.returncode == 0
+    rendered = log.read_text().split()
+    assert sorted(rendered) == sorted(set(rendered)) and len(rendered) == 8   # nobody rendered twice
+    assert_complete(tmp_path, m)
+
+
+@pytest.mark.parametrize("how", ["cli", "slurm", "k8s"])
+def test_shards_as_separate_processes_cover_every_job_once(tmp_path, how):
+    m = small_manifest(tmp_path, 10)
+    log = tmp_path / "renders.log"
+    procs = []
+    for i in range(3):
+        env = {"ECHO_TEST_RENDER_LOG": str(log)}
+        shard = ""
+        if how == "cli":
+            shard = f"{i}/3"
+        elif how == "slurm":                      # --array=1-3: ids 1..3, min 1
+            env.update(SLURM_ARRAY_TASK_ID=str(i + 1), SLURM_ARRAY_TASK_COUNT="3", SLURM_ARRAY_TASK_MIN="1")
+        else:
+            env.update(JOB_COMPLETION_INDEX=str(i), ECHO_SHARD_COUNT="3")
+        procs.append(start_batch(tmp_path, m, workers=1, env=env, shard=shard))
+    for p in procs:
+        p.communicate(timeout=300)
+        assert p.returncode == 0
+    rendered = log.read_text().split()
+    assert sorted(rendered) == [f"job{i:02d}" for i in range(10)]        # each exactly once
+    per_shard = [sorted(x["id"] for x in map(json.loads, f.read_text().splitlines()) if x["type"] == "job")
+                 for f in sorted(tmp_path.glob("m.shard*.report.jsonl"))]
+    assert len(per_shard) == 3 and sum(map(len, per_shard)) == 10
+    assert_complete(tmp_path, m)
+
+
+# ======================================================================================
+# Emitters
+# ======================================================================================
+
+def test_emit_slurm_script_is_valid_bash_and_quotes_names(tmp_path):
+    m = small_manifest(tmp_path, 5)
+    weird = tmp_path / "; rm -rf ~ .jsonl"
+    weird.write_text(m.read_text())
+    text = emit_slurm(weird, EmitOptions(shards=3, workers=2, batch_args=["--skip-invalid"]))
+    assert "#SBATCH --array=0-2" in text
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    cmd_line = [ln for ln in text.splitlines() if ln.startswith("echo-cli")][0]
+    import shlex
+    argv = shlex.split(cmd_line)
+    assert argv[:3] == ["echo-cli", "batch", str(weird.resolve())] and "--skip-invalid" in argv
+
+
+def test_emit_k8s_indexed_job(tmp_path):
+    m = small_manifest(tmp_path, 5)
+    doc = yaml.safe_load(emit_k8s(m, EmitOptions(shards=4, image="reg/echo:1")))
+    spec = doc["spec"]
+    assert doc["kind"] == "Job" and spec["completionMode"] == "Indexed" and spec["completions"] == 4
+    c = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["ECHO_SHARD_COUNT"] == "4" and c["image"] == "reg/echo:1"
+    assert c["command"][:3] == ["echo-cli", "batch", str(m.resolve())]
+
+
+# ======================================================================================
+# CLI
+# ======================================================================================
+
+def test_cli_check_lists_bad_rows_with_line_numbers(tmp_path):
+    m = small_manifest(tmp_path, 2)
+    m.write_text(m.read_text() + '{"reference": "in/missing.png", "audio": "in/a.wav"}\n{"reference": 3}\n')
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--check"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert "line 3" in r.stderr and "missing.png" in r.stderr and "line 4" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_emit_and_help(tmp_path):
+    m = small_manifest(tmp_path, 3)
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--emit", "k8s", "--shards", "2"), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout.split("\n", 3)[-1])["spec"]["completions"] == 2
+    r = subprocess.run(mf.cli_cmd("batch", "--help"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--workers" in r.stdout and "Example" in r.stdout
+
+
+# ======================================================================================
+# Acceptance on real renders (the render API, real portraits and speech)
+# ======================================================================================
+
+PORTRAITS = ["s1.jpg", "s2.jpg", "s3.jpg", "s4.jpg", "s5.jpg"]
+AUDIO = ["RD_Radio31_000.wav", "RD_Radio34_002.wav", "RD_Radio36_000.wav", "RD_Radio40_000.wav"]
+
+
+def real_manifest(tmp: Path, n: int, extra_rows: list[dict] = ()) -> Path:
+    data = mf.need_shared()
+    (tmp / "audio").mkdir(exist_ok=True)
+    clips = []
+    for i, a in enumerate(AUDIO):
+        c = tmp / "audio" / f"clip{i}.wav"
+        if not c.exists():
+            mf.speech_clip(c, 2.0, start=0.5, source=a)
+        clips.append(c)
+    rows = []
+    for i in range(n):
+        rows.append({"id": f"real{i:02d}", "reference": str(data / "portraits" / PORTRAITS[i % len(PORTRAITS)]),
+                     "audio": f"audio/clip{(i // len(PORTRAITS)) % len(clips)}.wav", "output": f"out/real{i:02d}.mp4",
+                     "preset": "draft", "seed": i})
+    rows += list(extra_rows)
+    m = tmp / "real.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return m
+
+
+def cli_batch(manifest: Path, *args: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen(mf.cli_cmd("batch", str(manifest), "--allow-outside", *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+                            cwd=str(manifest.parent))
+
+
+def test_real_20_jobs_two_workers_random_sigkills_then_rerun(tmp_path):
+    m = real_manifest(tmp_path, 20)
+    rng = random.Random(11)
+    kills = 0
+    for round_ in range(3):                         # several interrupted runs, each with a kill
+        p = cli_batch(m, "--workers", "2", "--retries", "0")
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline and p.poll() is None:
+                time.sleep(rng.uniform(2.0, 8.0))
+                pids = worker_pids(p.pid)
+                if pids:
+                    os.kill(rng.choice(pids), signal.SIGKILL)
+                    kills += 1
+                    break
+            p.communicate(timeout=900)
+        finally:
+            p.kill()
+        assert p.returncode in (0, 8), p.stderr
+        assert leftovers(tmp_path / "out") == []
+    assert kills >= 3
+    p = cli_batch(m, "--workers", "2")
+    out, err = p.communicate(timeout=1800)
+    assert p.returncode == 0, err
+    assert_complete(tmp_path, m)
+    finished = [x["id"] for x in reports(tmp_path) if x.get("status") == "done"]
+    assert len(finished) == len(set(finished))     # never rendered twice to completion
+
+
+def test_real_bad_rows_are_reported_and_good_jobs_complete(tmp_path):
+    cat = mf.image_variant(tmp_path / "cat.png", "cat")
+    mf.corrupt_audio(tmp_path / "corrupt.wav")
+    data = mf.need_shared()
+    bad = [{"id": "missing", "reference": "nope.jpg", "audio": "audio/clip0.wav", "output": "out/missing.mp4"},
+           {"id": "noface", "reference": cat.name, "audio": "audio/clip0.wav", "output": "out/noface.mp4",
+            "preset": "draft"},
+           {"id": "badaudio", "reference": str(data / "portraits" / "s1.jpg"), "audio": "corrupt.wav",
+            "output": "out/badaudio.mp4", "preset": "draft"}]
+    m = real_manifest(tmp_path, 3, bad)
+    p = cli_batch(m, "--workers", "2", "--skip-invalid")
+    out, err = p.communicate(timeout=1200)
+    assert p.returncode == 8, err
+    recs = {x["id"]: x for x in reports(tmp_path) if x["type"] == "job"}
+    assert recs["line4"]["status"] == "invalid" and "nope.jpg" in recs["line4"]["error"]["message"]
+    assert recs["noface"]["status"] == "failed" and recs["noface"]["error"]["kind"] == "input"
+    assert recs["noface"]["attempts"] == 1                   # bad input is never retried
+    assert recs["badaudio"]["status"] == "failed" and recs["badaudio"]["error"]["kind"] == "input"
+    for i in range(3):
+        assert recs[f"real{i:02d}"]["status"] == "done"
+        assert mf.valid_video(tmp_path / "out" / f"real{i:02d}.mp4")
+    assert not (tmp_path / "out" / "noface.mp4").exists() and not (tmp_path / "out" / "badaudio.mp4").exists()
+    assert "Traceback" not in err
+
+
+def test_real_shards_cover_every_job_once(tmp_path):
+    m = real_manifest(tmp_path, 6)
+    procs = [cli_batch(m, "--shard", f"{i}/3") for i in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=1200)
+        assert p.returncode == 0, err
+    done = sorted(x["id"] for x in reports(tmp_path) if x.get("status") == "done")
+    assert done == [f"real{i:02d}" for i in range(6)]
+    assert_complete(tmp_path, m)

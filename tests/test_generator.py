@@ -1,0 +1,121 @@
+"""EchoGenerator: shapes, adaLN-Zero init, presets, checkpoints (safetensors only), guidance."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from echo_cli.errors import ModelError
+from echo_cli.generate.sampler import guided_velocity, sample
+from echo_cli.model.checkpoint import load_checkpoint, load_generator, save_generator
+from echo_cli.model.generator import (GENERATOR_PRESETS, EchoGenerator, count_parameters, make_config,
+                                      synthetic_layout)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return make_config("micro", synthetic_layout(24), audio_input="mel")
+
+
+def _live(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def test_forward_shapes_and_adaln_zero_init(cfg):
+    m = EchoGenerator(cfg)
+    x = torch.randn(3, 10, 24)
+    v = m(x, torch.rand(3), torch.randn(3, 4, 24), torch.randn(3, 10, 80), torch.randn(3, 24))
+    assert v.shape == (3, 10, 24)
+    assert torch.count_nonzero(v) == 0          # adaLN-Zero: a fresh model predicts zero velocity
+    v2, aux = m(x, torch.rand(3), None, torch.randn(3, 10, 80), torch.randn(3, 24), return_aux=True)
+    assert v2.shape == (3, 10, 24) and aux["viseme_logits"].shape == (3, 10, cfg.n_visemes)
+
+
+def test_default_preset_is_small_enough():
+    m = EchoGenerator(make_config("tiny", synthetic_layout(64), audio_input="whisper"))
+    # <= 10 MB checkpoint including the LCU: keep the generator well under half of it (float32)
+    assert count_parameters(m) * 4 < 4_000_000
+    assert set(GENERATOR_PRESETS) >= {"tiny", "small"}
+
+
+def test_checkpoint_roundtrip(tmp_path, cfg):
+    m = _live(EchoGenerator(cfg))
+    m.motion_mean.fill_(0.3)
+    save_generator(tmp_path / "ck", m, extra_config={"training": {"seed": 3}})
+    assert (tmp_path / "ck.safetensors").is_file() and (tmp_path / "ck.json").is_file()
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    assert meta["schema"] == 1 and meta["training"]["seed"] == 3
+    m2, conf = load_generator(tmp_path / "ck.safetensors")
+    assert m2.cfg == m.cfg
+    args = (torch.randn(1, 8, 24), torch.rand(1), None, torch.randn(1, 8, 80), torch.randn(1, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(m.eval()(*args), m2(*args))
+    # the header copy of the config lets a lone .safetensors load
+    (tmp_path / "ck.json").unlink()
+    _, conf2 = load_checkpoint(tmp_path / "ck")
+    assert conf2["generator"] == conf["generator"]
+
+
+def test_checkpoint_refuses_pickle(tmp_path, cfg):
+    p = tmp_path / "model.pt"
+    torch.save(EchoGenerator(cfg).state_dict(), p)
+    with pytest.raises(ModelError, match="pickle"):
+        load_generator(p)
+    # a pickle renamed to .safetensors is refused too
+    q = tmp_path / "sneaky.safetensors"
+    q.write_bytes(p.read_bytes())
+    with pytest.raises(ModelError, match="pickle"):
+        load_generator(q)
+
+
+def test_checkpoint_truncated_and_mismatched(tmp_path, cfg):
+    m = EchoGenerator(cfg)
+    st = save_generator(tmp_path / "ck", m)
+    data = st.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut.json").write_text((tmp_path / "ck.json").read_text())
+    with pytest.raises(ModelError, match="truncated"):
+        load_generator(tmp_path / "cut.safetensors")
+    # config says a bigger model than the tensors hold
+    meta = json.loads((tmp_path / "ck.json").read_text())
+    meta["generator"]["dim"] = 64
+    (tmp_path / "ck.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="do not match"):
+        load_generator(st)
+    meta["schema"] = 99
+    (tmp_path / "ck.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="schema"):
+        load_generator(st)
+    with pytest.raises(ModelError, match="not found"):
+        load_generator(tmp_path / "nothing.safetensors")
+
+
+def test_guidance_scale_one_equals_plain_conditional(cfg):
+    m = _live(EchoGenerator(cfg)).eval()
+    B = 1
+    prev, audio, ident = torch.randn(B, 4, 24), torch.randn(B, 12, 80), torch.randn(B, 24)
+    user = torch.randn(B, 8, cfg.user_dim)
+    x, t = torch.randn(B, 8, 24), torch.full((B,), 0.3)
+    with torch.no_grad():
+        full = m(x, t, prev, audio, ident, user)
+        fn = guided_velocity(m, prev, audio, ident, user, None, cfg_audio=1.0, cfg_user=1.0)
+        torch.testing.assert_close(fn(x, t), full)
+        # the guided combination with s_a=2, s_u=0.5 is the documented linear mix of branches
+        null = m(x, t, prev, audio, ident, user, drop_audio=torch.tensor([True]), drop_user=torch.tensor([True]))
+        aud = m(x, t, prev, audio, ident, user, drop_user=torch.tensor([True]))
+        fn2 = guided_velocity(m, prev, audio, ident, user, None, cfg_audio=2.0, cfg_user=0.5)
+        torch.testing.assert_close(fn2(x, t), null + 2.0 * (aud - null) + 0.5 * (full - aud), rtol=1e-4, atol=1e-5)
+
+
+def test_sampler_is_deterministic_and_heun_runs(cfg):
+    m = _live(EchoGenerator(cfg)).eval()
+    fn = guided_velocity(m, None, torch.randn(1, 8, 80), torch.randn(1, 24))
+    noise = torch.randn(1, 8, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = sample(fn, noise, 4), sample(fn, noise.clone(), 4)
+        h = sample(fn, noise, 3, method="heun")
+    assert torch.equal(a, b) and torch.isfinite(h).all()
