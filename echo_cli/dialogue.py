@@ -110,17 +110,31 @@ class DialogueSpec(_Strict):
     # -- filled by the loader, not by the YAML --------------------------------------
     source_path: Optional[Path] = Field(None, exclude=True, repr=False)
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from echo_cli.config import preset_names
+
+        names = preset_names()
+        if v not in names:
+            close = difflib.get_close_matches(v, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"unknown preset '{v}'; {hint}presets: {', '.join(names)}")
+        return v
+
     @model_validator(mode="after")
     def _checks(self) -> "DialogueSpec":
+        # "@field@ message": the loader points the error at that field's line (see _spec_error)
         if self.output.layout == "side-by-side" and (self.user is None or self.user.video is None):
-            raise ValueError("output.layout side-by-side needs user.video")
+            raise ValueError("@output.layout@ layout side-by-side needs user.video")
         if self.output.audio_mix == "both" and self.user is None:
-            raise ValueError("output.audio_mix both needs a user (user.audio or user.video)")
+            raise ValueError("@output.audio_mix@ audio_mix both needs a user (user.audio or user.video)")
         for speaker in ("avatar", "user"):
-            spans = sorted((t.start, t.end) for t in self.turns or [] if t.speaker == speaker)
-            for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+            spans = sorted((t.start, t.end, i) for i, t in enumerate(self.turns or []) if t.speaker == speaker)
+            for (s0, e0, i0), (s1, e1, i1) in zip(spans, spans[1:]):
                 if s1 < e0:
-                    raise ValueError(f"{speaker} turns overlap: {s0}-{e0} and {s1}-{e1}")
+                    raise ValueError(f"@turns.{max(i0, i1)}@ {speaker} turns overlap: "
+                                     f"turn {i0} ({s0}-{e0}) and turn {i1} ({s1}-{e1})")
         return self
 
     # -- helpers ---------------------------------------------------------------------
@@ -212,6 +226,11 @@ def _explain(err: dict, loc: tuple) -> tuple[str, str]:
 
 def _spec_error(path: Path, root, err: dict) -> SpecError:
     loc = tuple(err["loc"])
+    msg = err.get("msg", "")
+    if "@" in msg and msg.count("@") >= 2:      # a model-level check naming its field
+        pre, field, rest = msg.split("@", 2)
+        loc = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+        err = {**err, "loc": loc, "msg": pre + rest.strip()}
     line, _ = _node_line(root, loc)
     message, fix = _explain(err, loc)
     where = f"{path}:{line}" if line else str(path)

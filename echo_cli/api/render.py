@@ -14,9 +14,11 @@ stage (never a traceback). Nothing is written at the output path unless stage 8 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -207,17 +209,24 @@ def _call(fn: Callable, *args, **kw):
 
 
 def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
+    """Face tracks, audio features and transcripts of every input, at the output fps (cached)."""
     pipeline = stage_module("preprocess")
     out: dict = {}
-    jobs = [("avatar_ref", spec.avatar.image or spec.avatar.video)]
+    backend = None if spec.transcript.source == "file" else spec.transcript.source
+    jobs = [("avatar_ref", spec.avatar.image or spec.avatar.video, None)]
     if spec.avatar.audio:
-        jobs.append(("avatar_audio", spec.avatar.audio))
+        jobs.append(("avatar_audio", spec.avatar.audio, backend))
+    elif spec.avatar.video:
+        jobs[0] = ("avatar_ref", spec.avatar.video, backend)
     if spec.user is not None:
-        jobs += [(k, p) for k, p in (("user_video", spec.user.video), ("user_audio", spec.user.audio)) if p]
-    for key, path in jobs:
+        jobs += [(k, p, backend) for k, p in (("user_video", spec.user.video), ("user_audio", spec.user.audio)) if p]
+    for key, path, tr in jobs:
         logger.info("preprocess %s: %s", key, path)
-        out[key] = _call(pipeline.preprocess_media, path, settings, cache=cache_dir(), cache_dir=cache_dir(),
-                         transcript=spec.transcript.source if key in ("avatar_audio", "avatar_ref", "user_audio") else None)
+        out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr)
+    if spec.transcript.source == "file":
+        from echo_cli.preprocess.transcript import read_transcript
+
+        out["transcript_file"] = read_transcript(spec.transcript.path)
     return out
 
 
@@ -332,6 +341,13 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         result["dry_run"] = True
         return result
 
+    # Third-party libraries (pyannote, lightning, whisperx) print to stdout; keep stdout for
+    # results (`--json` promises exactly one JSON object there) by sending their chatter to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _render_stages(spec, settings, infos, result, timed, progress)
+
+
+def _render_stages(spec, settings, infos, result, timed, progress) -> dict:
     with timed("preprocess"):
         pre = run_preprocess(spec, settings, infos)
     with timed("model"):
@@ -350,6 +366,7 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
                      user_is_image=bool(user_info and user_info.is_image), n_frames=n_frames, progress=progress)
     result.update(res)
     result["checkpoint"] = str(ckpt)
+    result["stage_notes"] = {k: v.get("notes", []) for k, v in pre.items() if isinstance(v, dict)}
     return result
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -56,11 +57,17 @@ def file_sha256(path: Path) -> str:
     return _FILE_HASHES[key]
 
 
-def checkpoint_id(extra: Path | None = None) -> str:
-    """Hash of the default checkpoint files present (weights + JSON config)."""
+def checkpoint_id() -> str:
+    """Hash of the model files a render may load: every bundled checkpoint (weights + JSON) and
+    $ECHO_CHECKPOINT when set. A retrained or swapped model re-renders every job."""
     h = hashlib.sha256()
-    for p in sorted(CHECKPOINT_DIR.glob("default.*")) + ([extra] if extra else []):
-        if p.is_file() and p.suffix in (".safetensors", ".json"):
+    files = sorted(p for p in CHECKPOINT_DIR.glob("*") if p.suffix in (".safetensors", ".json"))
+    env = os.environ.get("ECHO_CHECKPOINT")
+    if env:
+        files.append(Path(env))
+        files.append(Path(env).with_suffix(".json"))
+    for p in files:
+        if p.is_file():
             h.update(p.name.encode())
             h.update(file_sha256(p).encode())
     return h.hexdigest()[:16]
@@ -68,9 +75,9 @@ def checkpoint_id(extra: Path | None = None) -> str:
 
 def _dialogue_files(dialogue: Path) -> dict[str, Path]:
     """Files a dialogue.yaml refers to (media, transcript, checkpoint): their content is in the hash."""
-    from echo_cli.dialogue import load_dialogue
+    from echo_cli.api.render import load_spec     # batch talks to the api layer only
 
-    spec = load_dialogue(dialogue, check_files=False)
+    spec = load_spec(dialogue)
     return {k: Path(v) for k, v in spec.media_paths().items() if Path(v).is_file()}
 
 
@@ -121,12 +128,20 @@ def write_marker(output: Path, h: str, job: Job, extra: dict | None = None) -> N
     io_atomic.write_text(marker_path(output), json.dumps(d, indent=1, default=str))
 
 
+def staging_dir(output: Path) -> Path:
+    """Private folder where the render API writes a batch job's output and its intermediates
+    (`encode` puts its temp folder next to the output): one rmtree removes all of a killed job."""
+    return output.with_name(f".{output.name}.echo-job")
+
+
 def partial_files(output: Path) -> list[Path]:
-    """Temp siblings io_atomic creates for `output` and its marker (`.<stem>.XXXX.part<suffix>`)."""
+    """Leftovers of an interrupted job: io_atomic temp siblings of the output and its marker
+    (`.<stem>.XXXXXXXX.part<suffix>`) and the job's staging folder."""
     if not output.parent.is_dir():
         return []
     pats = [re.compile(rf"^\.{re.escape(output.stem)}\.[A-Za-z0-9_]{{8}}\.part"),
-            re.compile(rf"^\.{re.escape(output.name + '.echo')}\.[A-Za-z0-9_]{{8}}\.part")]
+            re.compile(rf"^\.{re.escape(output.name + '.echo')}\.[A-Za-z0-9_]{{8}}\.part"),
+            re.compile(rf"^{re.escape(staging_dir(output).name)}$")]
     return [p for p in output.parent.iterdir() if any(r.match(p.name) for r in pats)]
 
 
@@ -135,7 +150,10 @@ def clean_partials(output: Path) -> int:
     n = 0
     for p in partial_files(output):
         try:
-            p.unlink()
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             n += 1
         except FileNotFoundError:
             pass
@@ -202,23 +220,39 @@ class JobResult:
 
 
 def render_job(job: Job) -> dict | None:
-    """Default job function: the public render API (what `echo-cli render` calls)."""
+    """Default job function: the public render API (what `echo-cli render` calls).
+
+    The render writes into the job's staging folder (so its intermediates live there too),
+    then the finished file is renamed over the output: same folder tree, atomic."""
     from echo_cli.api.render import render
 
-    kwargs: dict[str, Any] = {"output": job.output}
+    stage = staging_dir(job.output)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    staged = stage / job.output.name
+    kwargs: dict[str, Any] = {"output": staged}
     if job.preset:
         kwargs["preset"] = job.preset
     if job.seed is not None:
         kwargs["seed"] = job.seed
     if job.overrides:
         kwargs["overrides"] = dict(job.overrides)
-    if job.dialogue is not None:
-        res = render(job.dialogue, **kwargs)
-    else:
-        res = render(None, reference=job.inputs["reference"], audio=job.inputs["audio"],
-                     user_video=job.inputs.get("user_video"), user_audio=job.inputs.get("user_audio"),
-                     **kwargs)
-    return _result_dict(res)
+    try:
+        if job.dialogue is not None:
+            res = render(job.dialogue, **kwargs)
+        else:
+            res = render(None, reference=job.inputs["reference"], audio=job.inputs["audio"],
+                         user_video=job.inputs.get("user_video"), user_audio=job.inputs.get("user_audio"),
+                         **kwargs)
+        if not staged.is_file():
+            raise OutputError("the renderer returned without writing the output", path=job.output,
+                              fix="this is a bug: report it with --verbose output")
+        os.replace(staged, job.output)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    out = _result_dict(res) or {}
+    out["output"] = str(job.output)
+    return out
 
 
 def _result_dict(res: Any) -> dict | None:

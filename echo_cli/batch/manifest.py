@@ -177,24 +177,29 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
 
 def _read_csv(text: str, path: Path) -> list[tuple[int, Any]]:
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header: list[str] | None = None
         rows = []
-        start = 2
-        for raw in reader:
-            line = start
-            start = reader.line_num + 1
-            if None in raw:                     # more cells than header columns
-                rows.append((line, ValueError(f"{len(raw[None])} cell(s) more than the header has")))
-                continue
-            cells = {str(k).strip(): v for k, v in raw.items() if k is not None}
-            if not any((v or "").strip() for v in cells.values() if v is not None):
+        while True:
+            line = reader.line_num + 1          # the physical line this record starts on
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            if not any(c.strip() for c in cells):
                 continue                        # blank line
+            if header is None:
+                header = [c.strip() for c in cells]
+                continue
+            if len(cells) > len(header):
+                rows.append((line, ValueError(f"{len(cells) - len(header)} cell(s) more than the header has")))
+                continue
             row: dict[str, Any] = {}
             overrides: dict[str, Any] = {}
-            for k, v in cells.items():
-                if v is None or v.strip() == "":
-                    continue
+            for k, v in zip(header, cells):
                 v = v.strip()
+                if v == "" or k == "":
+                    continue
                 if k in SETTING_KEYS:
                     overrides[k] = _csv_value(v)
                 elif k == "seed":
@@ -284,9 +289,9 @@ def _pydantic_message(e: ValidationError) -> str:
 def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> Path:
     """Validate a dialogue.yaml row (schema + files) and return its output path. The files it
     names obey the same root rule as the manifest's own paths."""
-    from echo_cli.dialogue import load_dialogue
+    from echo_cli.api.render import load_spec     # batch talks to the api layer only
 
-    spec = load_dialogue(path)
+    spec = load_spec(path)
     if not allow_outside:
         for name, p in {**spec.media_paths(), "output.path": spec.output.path}.items():
             if not _within(Path(p).resolve(), root):

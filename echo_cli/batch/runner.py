@@ -314,7 +314,7 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
     shard = opts.shard
     jobs = shard.select(manifest.jobs)
     invalid = [p for p in manifest.invalid if p.index % shard.count == shard.index]
-    report_path = opts.report or default_report_path(manifest.path, shard)
+    report_path = Path(opts.report or default_report_path(manifest.path, shard)).resolve()
     summary = BatchSummary(str(Path(manifest.path).resolve()), shard.label, opts.engine, opts.workers,
                            total=len(jobs) + len(invalid), report=str(report_path))
     report = Report(report_path)

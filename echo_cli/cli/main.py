@@ -62,11 +62,26 @@ def main(
 
 
 def _register_all() -> None:
+    """Import each command module; one that fails to import becomes a command that says so
+    (so a broken `train` never takes `doctor` or `render` down with it)."""
     import importlib
 
     for name in COMMAND_MODULES:
-        module = importlib.import_module(f"echo_cli.cli.{name}")
+        try:
+            module = importlib.import_module(f"echo_cli.cli.{name}")
+        except Exception as e:  # a bug in that module: report it when the command is used
+            _register_broken(name, e)
+            continue
         module.register(app)
+
+
+def _register_broken(name: str, exc: Exception) -> None:
+    reason = f"{exc.__class__.__name__}: {exc}".replace("\n", " ")
+
+    @app.command(name, help=f"(unavailable: {reason[:80]})",
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _broken(ctx: typer.Context) -> None:
+        raise RuntimeError(f"the '{name}' command failed to load: {reason}")
 
 
 _register_all()
@@ -87,6 +102,8 @@ def run(argv: list[str] | None = None) -> None:
     from echo_cli.errors import EchoError, Interrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not ({"-v", "--verbose"} & set(argv)):
+        _quiet_native_logs()
     command = typer.main.get_command(app)
     code = 0
     try:
@@ -128,6 +145,19 @@ def run(argv: list[str] | None = None) -> None:
                                           "message": f"{e.__class__.__name__}: {e}", "fix": "report it"}, argv)
     sys.stdout.flush()
     sys.exit(code)
+
+
+def _quiet_native_logs() -> None:
+    """MediaPipe/TFLite (glog, absl) and protobuf chatter hides our one-line errors; mute it
+    unless --verbose. Environment variables must be set before those libraries load."""
+    import os
+    import warnings
+
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    noisy = r"(google\.protobuf|pyannote|speechbrain|torchaudio|lightning|pytorch_lightning|whisperx|transformers)(\..*)?"
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=noisy)
 
 
 def _report(line: str, err: dict, argv: list[str]) -> None:

@@ -18,7 +18,7 @@ Precedence of settings: CLI flag > dialogue.yaml > preset > built-in default."""
 def register(app: typer.Typer) -> None:
     @app.command("render", epilog=EXAMPLE)
     def render(
-        dialogue: Annotated[Path, typer.Argument(help="dialogue.yaml to render", show_default=False)],
+        dialogue: Annotated[Path, typer.Argument(help="dialogue.yaml to render", show_default=False, metavar="DIALOGUE.yaml")],
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path)")] = None,
         preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="draft | default | quality")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="sampling seed")] = None,

@@ -159,9 +159,9 @@ def motion_speed(m: Measurement) -> np.ndarray:
 # Reading media (through echo_cli.media when present)
 # ---------------------------------------------------------------------------------------
 
-def _iter_frames(path: str, size=None):
+def _iter_frames(path: str, size=None, max_frames: int | None = None):
     from echo_cli.media.video_io import iter_frames
-    yield from iter_frames(path, size=size)
+    yield from iter_frames(path, size=size, max_frames=max_frames)
 
 
 def load_wave(path: str) -> np.ndarray | None:
@@ -203,7 +203,7 @@ def _probe(path: str) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(info).items()}
 
 
-def track(path: str) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None, str]:
+def track(path: str, max_frames: int | None = None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None, str]:
     """(fps, landmarks (T,478,3), detected (T,), euler (T,3)|None, tracker name).
 
     The product's tracker (preprocess.face) per frame, with short gaps interpolated but
@@ -217,7 +217,14 @@ def track(path: str) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None, 
         raise DependencyError(f"the face tracker is not available ({e})",
                               fix="reinstall echo-cli (pip install -e .)") from e
     s = TrackSettings()
-    raw = track_raw(path, None, None, None, s)
+    if max_frames:
+        from echo_cli.media.probe import probe
+        fps = probe(path).fps or 25.0
+        frames = np.stack(list(_iter_frames(path, max_frames=max_frames)))
+        raw = track_raw(frames, fps, None, None, s)
+        raw.source = path
+    else:
+        raw = track_raw(path, None, None, None, s)
     if not raw.detected.any():
         raise InputError("no face found in any frame", path=path,
                          fix="give a video with one clearly visible face")
@@ -243,12 +250,12 @@ def _file_key(path: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _frame_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _frame_stats(path: str, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Gray thumbnails (ffmpeg scales the whole frame to THUMB x THUMB) and their mean
     absolute differences between consecutive frames."""
     thumbs, diffs, prev = [], [], None
     w = np.array([0.299, 0.587, 0.114], np.float32)
-    for fr in _iter_frames(path, size=(THUMB, THUMB)):
+    for fr in _iter_frames(path, size=(THUMB, THUMB), max_frames=max_frames):
         t = fr.astype(np.float32) @ w
         if prev is not None:
             diffs.append(float(np.abs(t - prev).mean()))
@@ -257,14 +264,19 @@ def _frame_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(diffs, np.float32), np.array(thumbs, np.uint8).reshape(-1, THUMB, THUMB)
 
 
-def measure_video(path: str | Path, use_cache: bool = True) -> Measurement:
-    """Measure one video file (landmarks, frame statistics, audio, stream facts)."""
+def measure_video(path: str | Path, use_cache: bool = True, max_seconds: float | None = None) -> Measurement:
+    """Measure one video file (landmarks, frame statistics, audio, stream facts);
+    `max_seconds` measures only the start of the file (tests, quick looks)."""
     path = str(path)
     if not Path(path).is_file():
         raise InputError("file not found", path=path, fix="check the path")
     from echo_cli.io_atomic import atomic_path
 
-    key = _file_key(path)
+    max_frames = None
+    if max_seconds:
+        from echo_cli.media.probe import probe
+        max_frames = max(2, int(round(max_seconds * (probe(path).fps or 25.0))))
+    key = _file_key(path) + (f"-first{max_frames}" if max_frames else "")
     cfile = cache_dir() / f"{key}.v{MEASURE_VERSION}.npz"
     if use_cache and cfile.is_file():
         z = np.load(cfile, allow_pickle=False)
@@ -273,10 +285,10 @@ def measure_video(path: str | Path, use_cache: bool = True) -> Measurement:
         diffs, thumbs, tracker = z["frame_diffs"], z["thumbs"], str(z["tracker"])
     else:
         logger.info("measuring %s", path)
-        fps, L, det, euler, tracker = track(path)
+        fps, L, det, euler, tracker = track(path, max_frames)
         if len(L) == 0:
             raise InputError("no video frames", path=path, fix="give a video file with a video stream")
-        diffs, thumbs = _frame_stats(path)
+        diffs, thumbs = _frame_stats(path, max_frames)
         if use_cache:
             cfile.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cfile) as tmp:
@@ -293,7 +305,26 @@ def measure_video(path: str | Path, use_cache: bool = True) -> Measurement:
     info.setdefault("path", path)
     info["tracker"] = tracker
     return Measurement(path=path, fps=fps, landmarks=np.asarray(L, np.float32), detected=det,
-                       frame_diffs=diffs, thumbs=thumbs, wave=load_wave(path), euler=euler, info=info)
+                       frame_diffs=diffs, thumbs=thumbs, wave=_cached_wave(path, key, use_cache, max_seconds),
+                       euler=euler, info=info)
+
+
+def _cached_wave(path: str, key: str, use_cache: bool, max_seconds: float | None = None) -> np.ndarray | None:
+    """load_wave, cached beside the landmarks (decoding is most of a cached measurement's time)."""
+    f = cache_dir() / f"{key}.wave.npy"
+    if use_cache and f.is_file():
+        w = np.load(f, allow_pickle=False)
+        return w if w.size else None
+    w = load_wave(path)
+    if w is not None and max_seconds:
+        w = w[: int(round(max_seconds * SAMPLE_RATE))]
+    if use_cache:
+        from echo_cli.io_atomic import atomic_path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.zeros(0, np.float32) if w is None else w)
+    return w
 
 
 __all__ = ["Measurement", "measure_video", "mouth_series", "speech_envelope", "voice_activity",

@@ -224,9 +224,7 @@ def baseline_suite(files: Sequence[Path], opts: EvalOptions = EvalOptions(), sec
                    ) -> tuple[list[dict], dict]:
     """Each file as ceiling / still / mismatched (next file's audio) / shifted(+k).
     `seconds` trims each clip (tests use short windows). Returns (results, measurements)."""
-    ms = [ME.measure_video(f) for f in files]
-    if seconds:
-        ms = [_trim(m, seconds) for m in ms]
+    ms = [ME.measure_video(f, max_seconds=seconds) for f in files]
     results, kept = [], {}
     for i, m in enumerate(ms):
         other = ms[(i + 1) % len(ms)]
@@ -244,14 +242,6 @@ def baseline_suite(files: Sequence[Path], opts: EvalOptions = EvalOptions(), sec
             results.append(res)
             kept[(name, cond)] = mm
     return results, kept
-
-
-def _trim(m: ME.Measurement, seconds: float) -> ME.Measurement:
-    n = int(round(seconds * m.fps))
-    w = None if m.wave is None else m.wave[: int(round(seconds * 16000))]
-    return m.replace(landmarks=m.landmarks[:n], detected=m.detected[:n], thumbs=m.thumbs[:n],
-                     frame_diffs=m.frame_diffs[: max(0, n - 1)], wave=w,
-                     euler=None if m.euler is None else m.euler[:n])
 
 
 def read_manifest(path: Path) -> list[dict]:

@@ -65,21 +65,21 @@ class SyncNetConfig:
     window: int = 5                 # video frames per window (0.2 s, as SyncNet)
     n_mels: int = 40                # mel bands of the audio tower
     n_points: int = len(LIP_POINTS)  # lip/jaw landmarks, x and y each
-    hidden: int = 128               # conv channels in each tower
+    hidden: int = 64                # conv channels in each tower
     embed: int = 64                 # embedding size (unit norm)
     max_lag: int = 15               # offsets searched at scoring time (frames at 25 fps)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2500
-    batch: int = 64
+    steps: int = 1500
+    batch: int = 48
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    neg_lag: int = 10               # same-clip audio offsets 1..neg_lag used as hard negatives
+    neg_lag: int = 8                # same-clip audio offsets 1..neg_lag used as hard negatives
     temperature: float = 0.1
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
 
 
 # ---------------------------------------------------------------------------------------

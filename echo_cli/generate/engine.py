@@ -7,7 +7,7 @@
 Inputs (GenerationInputs or a plain dict with the same keys):
   audio      (n, Fa) avatar audio features in the model's audio_input layout
              (model.audio_encoder.audio_matrix), or a callable (start, stop) -> (stop-start, Fa)
-  identity   (D,) motion-space vector of the reference's neutral face (raw motion units)
+  identity   (D,) the reference's neutral-face shape codes (train.data.identity_vector), raw
   n_frames   frames to generate (default: len(audio))
   user_ctx   None ("no user"), (n, Dc) f_pu from the LCU, or a callable (start, stop) -> (m, Dc).
              Callables are called once per chunk with increasing, overlapping ranges
@@ -126,7 +126,7 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
     pending = None                                              # held-back, unblended tail
     was_training = model.training
     model.eval()
-    ident_t = model.normalize(torch.from_numpy(identity).to(dev))[None]
+    ident_t = torch.from_numpy(identity).to(dev)[None]
     try:
         for ch in plan_chunks(n, int(settings.chunk_frames), tp, ov):
             # chunk 0 may start from a caller-given `prev`; later chunks from the final history

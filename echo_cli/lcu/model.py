@@ -93,3 +93,70 @@ def detach_state(state):
     if isinstance(state, (list, tuple)):
         return type(state)(detach_state(v) for v in state)
     return state
+
+
+#################################################################################
+#                     Inference helpers (render, eval)                          #
+#################################################################################
+
+def user_context(lcu: LCU, user_audio, user_motion_norm, behaviour_emb, chunk: int = 256):
+    """Whole-timeline f_pu (n, Dc) float32, computed chunk by chunk with the state carried
+    (constant memory in the LCU; equals one pass). Inputs are numpy (n, ·) arrays:
+    user_audio from lcu.hbcu.user_audio_features, user_motion_norm = the generator's
+    `normalize()` of the user's pose-centred motion, behaviour_emb from hbcu."""
+    import numpy as np
+
+    n = int(user_motion_norm.shape[0])
+    out = np.zeros((n, lcu.cfg.ctx_dim), np.float32)
+    state = None
+    with torch.inference_mode():
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            a = torch.as_tensor(np.asarray(user_audio[s:e], np.float32))[None]
+            m = torch.as_tensor(np.asarray(user_motion_norm[s:e], np.float32))[None]
+            b = torch.as_tensor(np.asarray(behaviour_emb[s:e], np.float32))[None]
+            y, state = lcu(a, m, b, state)
+            out[s:e] = y[0].numpy()
+    return out
+
+
+def prepare_user(track, audio, space, fps: float, n_frames: int | None = None, hbcu_cfg=None,
+                 media: str | None = None) -> dict:
+    """A user's FaceTrack (+ AudioFeatures or None) → LCU inputs and the behaviour windows.
+
+    Returns {"motion": (n, D) raw pose-centred motion, "audio": (n, 82), "behaviour": (n, 384),
+    "windows": [BehaviourWindow], "signals": BehaviourSignals}; n = n_frames or the track's.
+    """
+    import numpy as np
+
+    from echo_cli.lcu import hbcu
+
+    neutral = space.neutral_of(track)
+    motion = space.encode(track, neutral=neutral)
+    pose = space.regions["pose"]
+    motion[:, pose] -= np.median(motion[:, pose], axis=0)
+    n = int(n_frames or motion.shape[0])
+    motion = _fit_rows(motion, n)                      # hold the last frame past the clip's end
+    if audio is not None:
+        mel, energy, vad = (_fit_rows(audio.mel, n), _fit_rows(audio.energy[:, None], n)[:, 0],
+                            _fit_rows(audio.vad[:, None].astype(np.float32), n)[:, 0] > 0.5)
+    else:
+        from echo_cli.train.dyadic import silence_features
+        _, mel, energy = silence_features(n, "mel")
+        vad = np.zeros(n, bool)
+    sig = hbcu.signals_from_motion(motion, space, neutral, fps, energy=energy, vad=vad)
+    wins = hbcu.describe_behaviour(sig, hbcu_cfg, media=media)
+    return {"motion": motion.astype(np.float32), "audio": hbcu.user_audio_features(mel, energy, vad),
+            "behaviour": hbcu.behaviour_embeddings(wins, n), "windows": wins, "signals": sig,
+            "neutral": neutral}
+
+
+def _fit_rows(x, n: int):
+    import numpy as np
+
+    x = np.asarray(x)
+    if len(x) >= n:
+        return x[:n]
+    if len(x) == 0:
+        return np.zeros((n,) + x.shape[1:], x.dtype)
+    return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)])

@@ -66,8 +66,8 @@ def _probe_av(path: Path) -> MediaInfo:
     try:
         container = av.open(str(path))
     except Exception as e:  # av.error.InvalidDataError and friends
-        raise InputError(f"not a readable media file ({e.__class__.__name__}: {e})".replace(str(path), "").strip(),
-                         path=path, fix="re-export it as MP4/H.264, WAV or JPEG/PNG") from e
+        reason = getattr(e, "strerror", None) or e.__class__.__name__
+        raise InputError(f"not a readable media file ({reason})", path=path, fix="re-export it as MP4/H.264, WAV or JPEG/PNG") from e
     with container:
         vstreams = list(container.streams.video)
         astreams = list(container.streams.audio)

@@ -32,13 +32,23 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    # 8-byte little-endian header length, then a JSON header starting with "{"
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n <= size - 8 and head[8:9] == b"{"
+
+
 def _refuse_pickle(p: Path) -> None:
-    head = b""
+    head, size = b"", 0
     if p.is_file():
+        size = p.stat().st_size
         with open(p, "rb") as f:
-            head = f.read(4)
+            head = f.read(16)
     # torch.save writes a zip (PK..) or a raw pickle (0x80 protocol byte)
-    if p.suffix.lower() in PICKLE_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80":
+    pickled = (head[:2] == b"PK" or head[:1] == b"\x80") and not _looks_like_safetensors(head, size)
+    if p.suffix.lower() in PICKLE_SUFFIXES or pickled:
         raise ModelError("this is a pickle (torch.save) file; echo-cli loads only safetensors, because "
                          "unpickling can run arbitrary code", path=p,
                          fix="convert it once in a trusted environment with safetensors.torch.save_file "

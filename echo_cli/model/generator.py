@@ -6,9 +6,10 @@ previous, clean frames; conditioning: flow time t, avatar audio features, the re
 identity, the user context f_pu (from the LCU, or None -> learned "no user" tokens) and
 the emotion embedding c_emo (MiniLM, 384-d, or None -> learned null).
 
-All motion-valued tensors handed to `forward` (x_t, prev, identity) are in *normalised*
-motion units: `normalize()` / `denormalize()` apply the per-component mean/std stored in
-the checkpoint. identity is the motion-space vector (D,) of the reference's neutral face.
+x_t and prev handed to `forward` are in *normalised* motion units: `normalize()` /
+`denormalize()` apply the per-component mean/std stored in the checkpoint. identity (B, D)
+is raw: the reference's neutral face shape in motion-space codes
+(train.data.identity_vector), normalised inside with its own stored statistics.
 
 Layout: one token per frame and facial region (MotionSpace.regions), built by per-region
 linear maps; blocks in blocks.py; SDCM in sdcm.py. Presets in GENERATOR_PRESETS.
@@ -235,6 +236,8 @@ class EchoGenerator(nn.Module):
         # Normalisation of motion (fitted on the training set, saved in the checkpoint).
         self.register_buffer("motion_mean", torch.zeros(cfg.motion_dim))
         self.register_buffer("motion_std", torch.ones(cfg.motion_dim))
+        self.register_buffer("identity_mean", torch.zeros(cfg.motion_dim))
+        self.register_buffer("identity_std", torch.ones(cfg.motion_dim))
 
         self.motion_in = RegionLinear(cfg.motion_dim, slices, C, to_tokens=True)
         self.motion_out = RegionLinear(cfg.motion_dim, slices, C, to_tokens=False)
@@ -330,7 +333,8 @@ class EchoGenerator(nn.Module):
         # emotion joins the global (adaLN) conditioning, never the user context
         emo = self.null_emo.expand(B, C) if emotion is None else self.emo_proj(emotion)   # (B, C)
 
-        # identity tokens: the reference's neutral motion through the same region maps
+        # identity tokens: the reference's neutral shape codes through the same region maps
+        identity = (identity - self.identity_mean) / self.identity_std                # (B, D)
         idt = self.motion_in(identity[:, None, :])[:, 0] + self.region_emb + self.identity_emb  # (B, R, C)
 
         # avatar audio tokens (null for T_prev frames when only T are given); SDCM reads them

@@ -25,9 +25,11 @@ class MouthModel:
         self.cavity = np.clip(lip * 0.28 + np.array([10, 2, 2], np.float32), 0, 255)      # dark red-brown
         self.cavity_deep = self.cavity * 0.45
         skin = np.asarray(skin_rgb, np.float32)
-        # teeth: off-white, slightly tinted by the scene's light (the skin's chroma)
+        # teeth: ivory, as bright as the face's light allows (never brighter than the skin
+        # by much: pure white teeth on a dim portrait read as a sticker), tinted by the skin
+        light = float(np.clip(skin.mean() / 170.0, 0.45, 1.05))
         tint = skin / max(float(skin.mean()), 1.0)
-        self.teeth = np.clip(np.array([228, 224, 214], np.float32) * (0.85 + 0.15 * tint), 0, 255)
+        self.teeth = np.clip(np.array([214, 206, 190], np.float32) * light * (0.85 + 0.15 * tint), 0, 255)
 
     @classmethod
     def from_reference(cls, rgb: np.ndarray, pts2d: np.ndarray) -> "MouthModel":
@@ -74,7 +76,7 @@ class MouthModel:
         fill = self.cavity[None, None] * (1 - depth) + self.cavity_deep[None, None] * depth
         fill = np.broadcast_to(fill, (bh, bw, 3)).copy()
         # upper teeth: the upper inner lip shifted down by the band height
-        band = min(0.55 * gap_px, 0.075 * iod)
+        band = min(0.5 * gap_px, 0.08 * iod)
         if band >= 1.0:
             upper = up.astype(np.float32)
             teeth_poly = np.concatenate([upper, (upper + [0.0, band])[::-1]], 0)
@@ -83,8 +85,15 @@ class MouthModel:
             # shade the teeth a little darker at the corners (they recede into the cheeks)
             cx = 0.5 * (upper[0, 0] + upper[-1, 0]); half_w = max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
             xx = np.arange(bw, dtype=np.float32)[None, :] + x0
-            shade = (1.0 - 0.45 * np.clip(np.abs(xx - cx) / half_w, 0, 1) ** 2)[..., None]
-            ta = (tm.astype(np.float32) / 255.0)[..., None]
+            shade = 1.0 - 0.45 * np.clip(np.abs(xx - cx) / half_w, 0, 1) ** 2          # (1, bw)
+            # and vertically: in the lip's shadow at the top, a soft translucent bottom edge
+            lip_y = np.interp(xx[0], upper[:, 0] if upper[0, 0] < upper[-1, 0] else upper[::-1, 0],
+                              upper[:, 1] if upper[0, 0] < upper[-1, 0] else upper[::-1, 1])
+            f = np.clip((yy - lip_y[None, :]) / band, 0, 1)                              # (bh, bw)
+            vert = 0.72 + 0.28 * np.clip(f / 0.35, 0, 1)
+            shade = (shade * vert)[..., None]
+            fade = np.clip((1.0 - f) / 0.3, 0, 1)[..., None]
+            ta = (tm.astype(np.float32) / 255.0)[..., None] * fade
             fill = fill * (1 - ta) + (self.teeth * shade) * ta
         if opening > 0.12:                                         # lower teeth when wide open
             lower_band = min(0.25 * gap_px, 0.04 * iod)

@@ -17,11 +17,11 @@ render(target):
     one cv2.remap of the reference crop;
   - an open target mouth over a closed reference mouth gets a synthesised interior and
     teeth (render/mouth.py); a reference with an open mouth has its own interior warped;
-  - eyelids and irises are mesh vertices, so blinks close the eye and gaze moves the iris
-    texture through the same warp;
+  - eyelids and irises are mesh vertices, so gaze moves the iris texture through the same
+    warp; a closing eye is covered with upper-lid skin and a lash line (render/eyes.py);
   - the crop is pasted back into the full-resolution reference (feathered when resampled).
-Cost per frame is a few hundred fillConvexPoly calls on a half-size index image, a gather,
-two map resizes and one remap: see docs/performance.md (`echo-cli bench render`).
+Cost per frame is a few hundred fillConvexPoly calls on a half-size index image, six
+coefficient gathers, two map resizes and one fixed-point remap: see docs/performance.md (`echo-cli bench render`).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from echo_cli import log
 from echo_cli.errors import InputError
 from echo_cli.motion import measures, regions as R
 from echo_cli.render.base import Renderer, to_rgb8
+from echo_cli.render.eyes import EyelidModel
 from echo_cli.render.mouth import MouthModel
 from echo_cli.render.paste import CropGeometry, feather_mask, head_box, paste_back
 
@@ -47,7 +48,7 @@ RIGID_POINTS = tuple(sorted(set(R.NOSE_BRIDGE) | set(R.EYE_OUTER_CORNERS) | set(
 
 @dataclass(frozen=True)
 class WarpSettings:
-    margin: float = 2.4            # head box side / face extent
+    margin: float = 2.0            # head box side / face extent
     max_work: int = 768            # longest side of the working crop (pixels)
     n_extra: int = 40              # extra mesh vertices (farthest-point sample of the other landmarks)
     ring_scale: float = 1.4        # ring radius / face-oval radius
@@ -57,6 +58,7 @@ class WarpSettings:
     map_scale: float = 0.5         # index/map resolution relative to the working crop
     open_ref_mouth: float = 0.06   # reference mouth opening (/IOD) above which its own interior is used
     feather: float = 0.04          # paste-back feather / box side (when the crop is resampled)
+    eyelids: bool = True           # cover closing eyes with lid skin (render/eyes.py)
 
 
 def _farthest_points(pts: np.ndarray, start: np.ndarray, k: int) -> list[int]:
@@ -155,7 +157,8 @@ class MeshWarpRenderer(Renderer):
         self.ref_pts = np.concatenate([ref_w[self.mesh_idx], self.ring_ref, self.border]).astype(np.float64)
         tri = Delaunay(self.ref_pts).simplices
         p = self.ref_pts[tri]
-        area = np.abs(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])) * 0.5
+        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) * 0.5
         self.tri = tri[area > 1e-4].astype(np.int64)                       # (n_tri, 3)
         self.ref_tri = self.ref_pts[self.tri]                               # (n_tri, 3, 2)
         # depth per vertex kind: ring and frame behind every face point
@@ -174,6 +177,7 @@ class MeshWarpRenderer(Renderer):
         self.ref_opening = float(measures.mouth_opening(lm)[0])
         self.synth_mouth = self.ref_opening < self.s.open_ref_mouth
         self.mouth = MouthModel.from_reference(self.ref_crop, ref_w)
+        self.eyelids = EyelidModel(self.ref_crop, ref_w)
         # paste-back
         self.full_crop = (g.x0 == 0 and g.y0 == 0 and g.x1 == W and g.y1 == H)
         touches = (g.x0 == 0, g.y0 == 0, g.x1 == W, g.y1 == H)
@@ -205,9 +209,9 @@ class MeshWarpRenderer(Renderer):
 
         pts, z = self.target_points(target_landmarks)
         tgt_tri = pts[self.tri]                                           # (n_tri, 3, 2)
-        coef = np.empty((len(self.tri) + 1, 6), np.float32)
-        coef[0] = (1, 0, 0, 0, 1, 0)                                      # outside every triangle: identity
-        coef[1:] = _affines(tgt_tri, self.ref_tri)
+        coef = np.empty((6, len(self.tri) + 1), np.float32)               # one row per coefficient
+        coef[:, 0] = (1, 0, 0, 0, 1, 0)                                   # outside every triangle: identity
+        coef[:, 1:] = _affines(tgt_tri, self.ref_tri).T
         order = np.argsort(-z[self.tri].mean(1), kind="stable")           # far first
         img = self._idx_img
         img.fill(0)
@@ -218,9 +222,9 @@ class MeshWarpRenderer(Renderer):
         fill = cv2.fillConvexPoly
         for i in order:
             fill(img, tri_px[i], int(i) + 1, cv2.LINE_8, sh)
-        g = coef[img]                                                      # (mh, mw, 6)
-        mx = g[..., 0] * self.grid_x + g[..., 1] * self.grid_y + g[..., 2]
-        my = g[..., 3] * self.grid_x + g[..., 4] * self.grid_y + g[..., 5]
+        g = [np.take(c, img) for c in coef]                                # 6 x (mh, mw): contiguous takes
+        mx = g[0] * self.grid_x + g[1] * self.grid_y + g[2]
+        my = g[3] * self.grid_x + g[4] * self.grid_y + g[5]
         ww, wh = self.geom.size
         if (mx.shape[1], mx.shape[0]) != (ww, wh):
             mx = cv2.resize(mx, (ww, wh), interpolation=cv2.INTER_LINEAR)
@@ -237,13 +241,17 @@ class MeshWarpRenderer(Renderer):
         if tl.shape != (478, 3):
             raise ValueError(f"target landmarks must be (478, 3), got {tl.shape}")
         mx, my = self.warp_maps(tl)
-        out = cv2.remap(self.ref_crop, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # fixed-point maps: remap's fast path (1/32 px precision), cheaper than float maps
+        m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
+        out = cv2.remap(self.ref_crop, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        tw = self.geom.to_work(tl)
+        iod = float(measures.inter_ocular(tw)[0])
         if self.synth_mouth:
             opening = float(measures.mouth_opening(tl)[0])
             if opening > 0.015:
-                tw = self.geom.to_work(tl)
-                iod = float(measures.inter_ocular(tw)[0])
                 self.mouth.draw(out, tw, iod, opening)
+        if self.s.eyelids:
+            self.eyelids.draw(out, tw, iod)
         return out
 
     def render(self, target_landmarks: np.ndarray) -> np.ndarray:

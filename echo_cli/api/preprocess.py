@@ -1,0 +1,249 @@
+"""`preprocess_folder()`: every video, image and audio file of a folder, in parallel processes.
+
+What `echo-cli preprocess FOLDER` calls. Each file runs preprocess.pipeline.preprocess_media
+(cached by content hash + settings + tool version), so a second run, or a run resumed
+after a kill, only computes what is missing. A file that fails gives one line (its typed
+error) and the others carry on. With `out`, each file's results are also written there
+(atomically) next to a `summary.json`:
+
+    OUT/<relative path>.face.npz        FaceTrack        (docs/formats.md)
+    OUT/<relative path>.audio.npz       AudioFeatures
+    OUT/<relative path>.transcript.json Transcript
+    OUT/<relative path>.overlay.mp4     debug video (--overlay): landmarks + crop box (.png for images)
+    OUT/summary.json                    the run summary (also printed under --json)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from echo_cli import log
+from echo_cli.errors import EchoError, InputError
+from echo_cli.preprocess.pipeline import MEDIA_EXTS, PreprocessOptions
+
+logger = log.get("echo_cli.api.preprocess")
+
+
+def find_media(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Media files (by extension) of `folder`, sorted; hidden files and our own outputs skipped."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError("folder not found", path=folder, fix="check the path")
+    if folder.is_file():
+        return [folder]
+    it = folder.rglob("*") if recursive else folder.glob("*")
+    out = []
+    for p in it:
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in MEDIA_EXTS:
+            continue
+        if p.name.endswith(".overlay.mp4") or p.name.endswith(".overlay.png"):
+            continue
+        out.append(p)
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------
+# One file (runs inside a worker process)
+# --------------------------------------------------------------------------------------
+
+def _write_outputs(res: dict, dest: Path) -> dict:
+    from echo_cli.features.audio import save_audio_features
+    from echo_cli.preprocess.face import save_track
+    from echo_cli.preprocess.transcript import save_transcript
+
+    files = {}
+    if res["face"] is not None:
+        p = dest.with_name(dest.name + ".face.npz")
+        save_track(res["face"], p)
+        files["face"] = str(p)
+    if res["audio"] is not None:
+        p = dest.with_name(dest.name + ".audio.npz")
+        save_audio_features(res["audio"], p)
+        files["audio"] = str(p)
+    if res["transcript"] is not None:
+        p = dest.with_name(dest.name + ".transcript.json")
+        save_transcript(res["transcript"], p)
+        files["transcript"] = str(p)
+    return files
+
+
+def draw_overlay(frame, landmarks, box, text: str = ""):
+    """Landmarks (dots), iris centres and the crop box drawn on a copy of an RGB frame."""
+    import cv2
+    import numpy as np
+
+    im = np.ascontiguousarray(frame.copy())
+    r = max(1, int(round(min(im.shape[:2]) / 400)))
+    for x, y in landmarks[:, :2].astype(int):
+        cv2.circle(im, (int(x), int(y)), r, (0, 255, 0), -1)
+    for i in (468, 473):
+        x, y = landmarks[i, :2].astype(int)
+        cv2.circle(im, (int(x), int(y)), 2 * r + 1, (255, 0, 255), -1)
+    b = np.round(box).astype(int)
+    cv2.rectangle(im, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (255, 64, 0), max(1, r))
+    if text:
+        cv2.putText(im, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 0), 2)
+    return im
+
+
+def write_overlay(path: Path, track, dest: Path) -> str:
+    """Debug video (or PNG for an image) with the track drawn on the source frames."""
+    import numpy as np
+
+    from echo_cli.preprocess.face import open_frames
+
+    frames, fps, _w, _h, _src, is_image = open_frames(path, None if track.n_frames == 1 else track.fps)
+    if is_image:
+        import cv2
+
+        from echo_cli.io_atomic import atomic_path
+
+        out = dest.with_name(dest.name + ".overlay.png")
+        img = draw_overlay(next(iter(frames)), track.landmarks[0], track.boxes[0])
+        with atomic_path(out, suffix=".png") as tmp:
+            cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        return str(out)
+    from echo_cli.media.video_io import VideoWriter
+
+    out = dest.with_name(dest.name + ".overlay.mp4")
+    with VideoWriter(out, fps=track.fps, crf=26, preset="veryfast") as w:
+        for t, frame in enumerate(frames):
+            if t >= track.n_frames:
+                break
+            yaw, pitch, roll = np.degrees(track.pose.euler[t])
+            flag = "" if track.detected[t] else (" interp" if track.valid[t] else " LOST")
+            w.write(draw_overlay(frame, track.landmarks[t], track.boxes[t],
+                                 f"{t} yaw {yaw:+.0f} pitch {pitch:+.0f} roll {roll:+.0f}{flag}"))
+    return str(out)
+
+
+def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, overlay: bool,
+                cache_enabled: bool = True) -> dict:
+    """Preprocess one file; never raises (the error becomes the record's one line)."""
+    from echo_cli.preprocess.cache import Cache
+    from echo_cli.preprocess.pipeline import preprocess_media
+
+    t0 = time.perf_counter()
+    rec: dict = {"path": path, "status": "failed"}
+    try:
+        res = preprocess_media(path, cache=Cache(enabled=cache_enabled), options=opts)
+        rec["cached"] = res["cached"]
+        stages = [k for k in ("face", "audio", "transcript") if res[k] is not None]
+        all_hit = bool(stages) and all(res["cached"][k] for k in stages if k != "transcript" or opts.transcript)
+        rec["status"] = "cached" if all_hit else "done"
+        rec["notes"] = res["notes"]
+        face, audio = res["face"], res["audio"]
+        if face is not None:
+            rec["frames"] = face.n_frames
+            rec["face_found"] = round(float(face.detected.mean()), 4)
+        if audio is not None:
+            rec["speech"] = round(float(audio.vad.mean()), 4)
+        if res["transcript"] is not None:
+            rec["words"] = len(res["transcript"].words)
+            rec["transcript_method"] = res["transcript"].method
+        if out is not None:
+            dest = Path(out) / rel
+            rec["files"] = _write_outputs(res, dest)
+            if overlay and face is not None:
+                rec["files"]["overlay"] = write_overlay(Path(path), face, dest)
+    except EchoError as e:
+        rec.update(error=e.one_line(), exit_code=e.exit_code, kind=e.kind)
+    except Exception as e:  # a bug: keep the folder going, report it as internal
+        logger.debug("internal error on %s", path, exc_info=True)
+        rec.update(error=f"error: {path}: internal error {e.__class__.__name__}: {e}", exit_code=1, kind="internal")
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["ECHO_THREADS"] = str(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except Exception:
+        pass
+
+
+# --------------------------------------------------------------------------------------
+# The folder
+# --------------------------------------------------------------------------------------
+
+def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers: int = 1,
+                      recursive: bool = False, overlay: bool = False,
+                      options: PreprocessOptions = PreprocessOptions(), cache: bool = True,
+                      on_item: Callable[[dict], None] | None = None) -> dict:
+    """Run every media file; returns the summary dict (also written to OUT/summary.json)."""
+    folder = Path(folder)
+    files = find_media(folder, recursive)
+    if not files:
+        raise InputError("no video, image or audio files here", path=folder,
+                         fix="check the folder (use --recursive for sub-folders)")
+    if overlay and out is None:
+        from echo_cli.errors import UsageError
+
+        raise UsageError("--overlay needs an output folder", fix="add -o OUT")
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            from echo_cli.errors import OutputError
+
+            raise OutputError("output folder is not writable", path=out, fix="choose a writable folder")
+    base = folder if folder.is_dir() else folder.parent
+    jobs = [(str(p), str(p.relative_to(base)), None if out is None else str(out), options, overlay, cache)
+            for p in files]
+    t0 = time.perf_counter()
+    records: list[dict] = []
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers == 1:
+        for j in jobs:
+            rec = process_one(*j)
+            records.append(rec)
+            if on_item:
+                on_item(rec)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # spawn: MediaPipe and ctranslate2 hold threads; forking them is unsafe
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as ex:
+            futs = {ex.submit(process_one, *j): j for j in jobs}
+            for f in as_completed(futs):
+                try:
+                    rec = f.result()
+                except Exception as e:   # a worker died (killed, out of memory)
+                    rec = {"path": futs[f][0], "status": "failed", "exit_code": 1, "kind": "internal",
+                           "error": f"error: {futs[f][0]}: worker process died ({e.__class__.__name__})"}
+                records.append(rec)
+                if on_item:
+                    on_item(rec)
+    records.sort(key=lambda r: r["path"])
+    summary = {
+        "folder": str(folder), "out": None if out is None else str(out),
+        "options": _options_json(options), "total": len(records),
+        "done": [r["path"] for r in records if r["status"] == "done"],
+        "cached": [r["path"] for r in records if r["status"] == "cached"],
+        "failed": [{"path": r["path"], "reason": r.get("error", ""), "exit_code": r.get("exit_code", 1)}
+                   for r in records if r["status"] == "failed"],
+        "items": records, "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if out is not None:
+        import json
+
+        from echo_cli.io_atomic import write_text
+
+        write_text(Path(out) / "summary.json", json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _options_json(o: PreprocessOptions) -> dict:
+    d = dataclasses.asdict(o)
+    d.pop("track", None)
+    return d
+

@@ -1,0 +1,250 @@
+"""Stage-1 training data: real talking clips -> per-clip tensors, cached.
+
+For each clip of ../shared/data with the speaker's own speech (talking/ and the five speech
+clips of clips/, see the data README) we compute, at FPS = 25:
+  motion    (T, D)   MotionSpace.encode(track_face(clip)); pose centred on the clip median
+                     (generated pose is an offset from the reference's pose)
+  whisper   (T, 512) Whisper-base encoder features; mel (T, 80) log-mel (features.audio)
+  identity  (D,)     identity_vector(): the clip's neutral face in motion-space codes
+  visemes   (T,)     viseme ids from the faster-whisper word timings (features.phonetic)
+Speech without video (../shared/data/audio and espeak-ng synthetic speech) gives audio +
+visemes only (`audio_only_items`); their mouth targets come from a viseme -> mouth-code
+table fitted on the video clips (`viseme_mouth_table`).
+
+Held-out speakers (validation, never trained on): HELD_OUT. Several clips of one person
+share a speaker id so no held-out person leaks into training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from echo_cli import log
+from echo_cli.errors import InputError
+
+LOG = log.get("echo_cli.train.data")
+FPS = 25.0
+CACHE_VERSION = 2
+
+# clip stem -> speaker id (only clips whose audio is the face's own speech)
+SPEECH_CLIPS = {
+    "talking/dfrf_cnn2_25fps.mp4": "dfrf_anchor",
+    "talking/ed_pose_source2.mp4": "edtalk",
+    "talking/mt_German_20s.mp4": "mimictalk_german",
+    "talking/sty_Obama_clip1.mp4": "obama",
+    "talking/sty_Obama_clip2.mp4": "obama",
+    "talking/sty_Obama_clip3.mp4": "obama",
+    "talking/sty_reagan_clip1.mp4": "reagan",
+    "talking/sty_feifeili_clip1.mp4": "feifeili",
+    "talking/sty_feifeili_clip2_short.mp4": "feifeili",
+    "talking/ls_demo3.mp4": "latentsync",
+    "talking/lrd_sample_video.mp4": "lrd",
+    "talking/r3_May_5s.mp4": "may",
+    "talking/vr_2.mp4": "retalking",
+    "talking/grid_lrwp9a.mp4": "grid",
+    "talking/grid_pwij3p.mp4": "grid",
+    "clips/d6.mp4": "d6",
+    "clips/d10.mp4": "d10",
+    "clips/d11.mp4": "d11",
+    "clips/d12.mp4": "d12",
+    "clips/d20.mp4": "d20",
+}
+# Held-out speakers: a clear English clip of each kind (studio 30 fps, phone 25 fps, 480p).
+HELD_OUT = ("reagan", "d6", "lrd")
+AUDIO_ONLY = ("audio/RD_Radio31_000.wav", "audio/RD_Radio34_002.wav", "audio/RD_Radio36_000.wav",
+              "audio/RD_Radio40_000.wav", "audio/sun.wav")
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("ECHO_SHARED_DATA")
+    d = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return d if d.is_dir() else None
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    d = root / "train_stage1"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@dataclass
+class ClipData:
+    name: str
+    speaker: str
+    motion: np.ndarray | None         # (T, D) or None for audio-only items
+    whisper: np.ndarray | None        # (T, 512)
+    mel: np.ndarray                   # (T, 80)
+    identity: np.ndarray              # (D,)
+    visemes: np.ndarray               # (T,) int64, -1 = unknown
+    energy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    neutral: np.ndarray | None = None  # (478, 3) canonical neutral (for decoding in eval)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.mel.shape[0])
+
+
+#################################################################################
+#                               Identity vector                                 #
+#################################################################################
+
+def identity_vector(space, neutral: np.ndarray) -> np.ndarray:
+    """The neutral face's shape in motion-space codes (D,), pose part 0: the generator's
+    identity input. Use the same function for a reference image at inference."""
+    disp = np.asarray(neutral, np.float64)[None] - np.asarray(space.template, np.float64)[None]
+    codes = space._encode_expr(disp)
+    out = np.zeros(space.dim, np.float32)
+    for name, sl in space.regions.items():
+        if name in codes:
+            out[sl] = codes[name][0]
+    return out
+
+
+#################################################################################
+#                              Per-clip processing                              #
+#################################################################################
+
+def _key(path: Path, extra: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(f"{CACHE_VERSION}:{extra}".encode())
+    return h.hexdigest()[:20]
+
+
+def _word_timings(wave: np.ndarray):
+    """faster-whisper word timings (list of schema.Word); [] when Whisper is unavailable."""
+    from echo_cli.schema import Word
+
+    try:
+        from echo_cli.features.audio import load_whisper_model
+        model = load_whisper_model()
+    except Exception as e:  # DependencyError or import failure: no phonetic prior for this clip
+        LOG.warning("no word timings (%s)", e)
+        return []
+    segs, _ = model.transcribe(wave, word_timestamps=True, beam_size=1, vad_filter=False)
+    words = []
+    for s in segs:
+        for w in (s.words or []):
+            words.append(Word(text=w.word.strip(), start=float(w.start), end=float(w.end)))
+    return words
+
+
+def process_clip(path: Path, speaker: str, space, use_cache: bool = True) -> ClipData:
+    from echo_cli.features.audio import audio_features, read_audio
+    from echo_cli.features.phonetic import viseme_track
+
+    ck = cache_dir() / f"{path.stem}-{_key(path, 'video')}.npz"
+    if use_cache and ck.is_file():
+        z = np.load(ck, allow_pickle=False)
+        return _from_npz(z, path.stem, speaker)
+    from echo_cli.preprocess.face import track_face
+
+    track = track_face(path, fps=FPS)
+    wave = read_audio(path)
+    feats = audio_features(wave, FPS, whisper=True, n_frames=track.n_frames, source=str(path))
+    neutral = space.neutral_of(track)
+    motion = space.encode(track, neutral=neutral)
+    motion[:, :6] -= np.median(motion[:, :6], axis=0)
+    words = _word_timings(wave)
+    vis = viseme_track(words, track.n_frames, FPS)
+    arrays = dict(motion=motion.astype(np.float32), mel=feats.mel.astype(np.float32),
+                  whisper=(feats.whisper if feats.whisper is not None else np.zeros((0, 512))).astype(np.float32),
+                  identity=identity_vector(space, neutral), visemes=vis.astype(np.int64),
+                  energy=feats.energy.astype(np.float32), neutral=neutral.astype(np.float32),
+                  valid=track.valid.astype(bool),
+                  words=np.array(json.dumps([[w.text, w.start, w.end] for w in words])))
+    _save_npz(ck, arrays)
+    return _from_npz(np.load(ck, allow_pickle=False), path.stem, speaker)
+
+
+def process_audio_only(path: Path, space_dim: int, use_cache: bool = True, words=None,
+                       speaker: str = "audio") -> ClipData:
+    from echo_cli.features.audio import audio_features, read_audio
+    from echo_cli.features.phonetic import viseme_track
+
+    ck = cache_dir() / f"{path.stem}-{_key(path, 'audio')}.npz"
+    if use_cache and ck.is_file():
+        return _from_npz(np.load(ck, allow_pickle=False), path.stem, speaker)
+    wave = read_audio(path)
+    feats = audio_features(wave, FPS, whisper=True, source=str(path))
+    words = _word_timings(wave) if words is None else words
+    vis = viseme_track(words, feats.n_frames, FPS)
+    arrays = dict(mel=feats.mel.astype(np.float32),
+                  whisper=(feats.whisper if feats.whisper is not None else np.zeros((0, 512))).astype(np.float32),
+                  identity=np.zeros(space_dim, np.float32), visemes=vis.astype(np.int64),
+                  energy=feats.energy.astype(np.float32),
+                  words=np.array(json.dumps([[w.text, w.start, w.end] for w in words])))
+    _save_npz(ck, arrays)
+    return _from_npz(np.load(ck, allow_pickle=False), path.stem, speaker)
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    from echo_cli.io_atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def _from_npz(z, name: str, speaker: str) -> ClipData:
+    w = z["whisper"]
+    return ClipData(name=name, speaker=speaker, motion=z["motion"] if "motion" in z else None,
+                    whisper=w if w.shape[0] else None, mel=z["mel"], identity=z["identity"],
+                    visemes=z["visemes"], energy=z["energy"],
+                    neutral=z["neutral"] if "neutral" in z else None)
+
+
+def load_clips(data_dir: Path | None = None, names: list[str] | None = None, space=None,
+               use_cache: bool = True) -> list[ClipData]:
+    """Process (or load from cache) the speech clips; `names` filters by clip stem."""
+    data_dir = Path(data_dir) if data_dir else shared_data_dir()
+    if data_dir is None or not data_dir.is_dir():
+        raise InputError("training data folder not found", path=data_dir or "../shared/data",
+                         fix="pass DATA or set ECHO_SHARED_DATA to the shared data folder")
+    if space is None:
+        from echo_cli.motion.space import default_space
+        space = default_space()
+    out = []
+    for rel, spk in SPEECH_CLIPS.items():
+        p = data_dir / rel
+        if names and p.stem not in names:
+            continue
+        if not p.is_file():
+            LOG.warning("missing training clip %s", p)
+            continue
+        LOG.info("preparing %s", rel)
+        out.append(process_clip(p, spk, space, use_cache))
+    return out
+
+
+def audio_only_items(data_dir: Path | None = None, space_dim: int = 31, use_cache: bool = True) -> list[ClipData]:
+    data_dir = Path(data_dir) if data_dir else shared_data_dir()
+    out = []
+    for rel in AUDIO_ONLY:
+        p = data_dir / rel
+        if p.is_file():
+            out.append(process_audio_only(p, space_dim, use_cache))
+    return out
+
+
+def split(clips: list[ClipData], held_out=HELD_OUT) -> tuple[list[ClipData], list[ClipData]]:
+    train = [c for c in clips if c.speaker not in held_out]
+    val = [c for c in clips if c.speaker in held_out]
+    return train, val
+
+
+if __name__ == "__main__":   # python -m echo_cli.train.data  (fills the cache)
+    import sys
+
+    log.setup(0)
+    clips = load_clips(names=sys.argv[1:] or None)
+    for c in clips:
+        print(c.name, c.speaker, c.n_frames, None if c.whisper is None else c.whisper.shape,
+              int((c.visemes >= 0).sum()))

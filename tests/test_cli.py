@@ -1,0 +1,238 @@
+"""The CLI as a user meets it: the real entry point in a subprocess (exit codes, stdout/stderr)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from echo_cli.errors import EXIT_CODES
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = ["render", "preprocess", "batch", "train", "eval", "bench", "doctor", "presets", "init", "reenact"]
+
+
+def cli(*args, cwd=None, env=None):
+    import os
+
+    e = dict(os.environ, NO_COLOR="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "echo_cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=e, timeout=600)
+
+
+def assert_one_line_error(r, code):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_help_lists_every_subcommand_and_version():
+    r = cli("--help")
+    assert r.returncode == 0
+    for c in COMMANDS:
+        assert f"  {c} " in r.stdout, c
+    for opt in ("--quiet", "--verbose", "--json", "--no-progress", "--version"):
+        assert opt in r.stdout
+    r = cli("--version")
+    from echo_cli import __version__
+    assert r.returncode == 0 and r.stdout.strip() == f"echo-cli {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_an_example(command):
+    from typer.testing import CliRunner
+
+    from echo_cli.cli.main import app
+
+    r = CliRunner().invoke(app, [command, "--help"], prog_name="echo-cli")
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output and f"echo-cli {command}" in r.output.split("Example", 1)[1]
+
+
+def test_help_imports_no_heavy_modules():
+    """`echo-cli --help` stays fast: the CLI modules import no torch/mediapipe/numpy/cv2."""
+    code = ("import sys; from echo_cli.cli.main import app; "
+            "print(sorted(m for m in ('torch', 'mediapipe', 'numpy', 'cv2', 'whisperx', 'faster_whisper', "
+            "'av', 'scipy', 'pydantic') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def spec_dir(tmp_path):
+    d = tmp_path / "talk"
+    (d / "media").mkdir(parents=True)
+    for n in ("a.png", "a.wav"):
+        (d / "media" / n).write_bytes(b"x")
+    return d
+
+
+GOOD = "version: 1\navatar:\n  image: media/a.png\n  audio: media/a.wav\noutput:\n  path: out/x.mp4\n"
+
+
+@pytest.mark.parametrize("text,code,where,field", [
+    (GOOD.replace("  image:", "  imgae:"), 3, ":3:", "avatar.imgae"),            # typo
+    (GOOD.replace("a.wav", "missing.wav"), 4, ":4:", "avatar.audio"),           # missing file
+    (GOOD + "  colour: red\n", 3, ":7:", "output.colour"),                       # unknown key
+    (GOOD + "seed: -1\n", 3, ":7:", "seed"),                                     # bad value
+    (GOOD + "seed: 1\npreset: qualty\n", 3, ":8:", "preset"),                   # unknown preset
+])
+def test_bad_yaml_exits_with_one_line_and_writes_nothing(spec_dir, text, code, where, field):
+    y = spec_dir / "d.yaml"
+    y.write_text(text)
+    before = sorted(p.relative_to(spec_dir) for p in spec_dir.rglob("*"))
+    r = cli("render", y)
+    assert_one_line_error(r, code)
+    assert f"d.yaml{where}" in r.stderr and f"'{field}'" in r.stderr and "(fix: " in r.stderr
+    assert r.stdout == ""
+    assert sorted(p.relative_to(spec_dir) for p in spec_dir.rglob("*")) == before
+    # --json: exactly one JSON object on stdout, the same one line on stderr
+    r = cli("--json", "render", y)
+    assert r.returncode == code
+    payload = json.loads(r.stdout)
+    assert payload["ok"] is False and payload["error"]["exit_code"] == code
+    assert len(r.stdout.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2(spec_dir):
+    y = spec_dir / "d.yaml"
+    y.write_text(GOOD)
+    r = cli("render", y, "--fps", "fast")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--fps" in r.stderr
+    r = cli("render", y, "--preset", "nope")
+    assert_one_line_error(r, 2)
+    assert "draft" in r.stderr
+    r = cli("render", y, "--crf", "99", "--dry-run")
+    assert_one_line_error(r, 2)
+
+
+def test_json_doctor_is_valid_json():
+    r = cli("--json", "doctor")
+    payload = json.loads(r.stdout)                      # exactly one JSON document on stdout
+    names = {c["name"] for c in payload["checks"]}
+    assert {"python", "torch", "mediapipe", "whisperx", "faster-whisper", "ffmpeg", "cuda",
+            "xformers-attention", "checkpoint"} <= names
+    assert any(n.startswith("model: MediaPipe") for n in names)
+    missing = [c for c in payload["checks"] if c["required"] and not c["ok"]]
+    assert payload["ok"] == (not missing)
+    assert r.returncode == (0 if not missing else 6)
+    for c in missing:                                   # each missing item comes with its fix
+        assert c["fix"] and c["name"] in r.stderr
+
+
+def test_presets_list_and_show():
+    r = cli("presets")
+    assert r.returncode == 0 and all(n in r.stdout for n in ("draft", "default", "quality"))
+    r = cli("--json", "presets", "quality")
+    data = json.loads(r.stdout)
+    assert data["settings"]["steps"] >= 4 and "steps" in data["set_by_preset"]
+    assert_one_line_error(cli("presets", "nope"), 2)
+
+
+def test_init_writes_a_valid_commented_example(tmp_path):
+    from echo_cli.dialogue import load_dialogue
+
+    d = tmp_path / "new"
+    r = cli("init", d)
+    assert r.returncode == 0 and "echo-cli render" in r.stdout
+    text = (d / "dialogue.yaml").read_text()
+    assert text.count("#") > 10
+    spec = load_dialogue(d / "dialogue.yaml", check_files=False)
+    assert spec.output.path == d / "out" / "dialogue.mp4"
+    r = cli("init", d)
+    assert_one_line_error(r, 7)
+    assert "--force" in r.stderr
+    assert cli("init", d, "--force").returncode == 0
+
+
+def test_stub_or_real_commands_never_traceback(tmp_path):
+    for c in ["preprocess", "reenact", "train", "eval", "bench"]:
+        r = cli(c, "--help")
+        assert r.returncode == 0 and "Traceback" not in r.stderr
+
+
+def test_exit_code_table_is_documented():
+    readme = (REPO / "README.md").read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} |" in readme, code
+
+
+def test_render_sample_runs_every_stage_that_exists(tmp_path, sample_media):
+    """README command 1 on a copy of samples/dialogue.yaml: either a valid MP4 or a clean stop
+    at a stage that is not built yet (5 model / 6 dependency), never a traceback or partial file."""
+    d = tmp_path / "s"
+    shutil.copytree(Path(sample_media["image"]).parent, d / "media")
+    shutil.copy(REPO / "samples" / "dialogue.yaml", d / "dialogue.yaml")
+    r = cli("--no-progress", "render", d / "dialogue.yaml", "--preset", "draft", env={"ECHO_CACHE_DIR": str(tmp_path / "c")})
+    out = d / "out" / "dialogue.mp4"
+    if r.returncode == 0:
+        import av
+        with av.open(str(out)) as c:
+            v, a = c.streams.video[0], c.streams.audio[0]
+            assert (v.codec_context.name, v.codec_context.format.name, a.codec_context.name) == ("h264", "yuv420p", "aac")
+            fps = float(v.average_rate)
+            assert abs(float(v.duration * v.time_base) - float(a.duration * a.time_base)) <= 1 / fps + 1e-6
+    else:
+        assert r.returncode in (5, 6), r.stderr
+        assert "Traceback" not in r.stderr
+        assert [l for l in r.stderr.splitlines() if l.startswith("error: ")], r.stderr
+        assert not out.exists()
+        assert not (d / "out").exists() or not any((d / "out").iterdir())
+
+
+def test_preflight_names_the_yaml_line_for_unusable_media(tmp_path, shared_data):
+    """Files that exist but cannot serve their role: exit 4, one line, file:line and field."""
+    d = tmp_path / "p"
+    d.mkdir()
+    y = d / "d.yaml"
+    y.write_text(f"""version: 1
+avatar:
+  image: {shared_data / 'audio' / 'RD_Radio31_000.wav'}
+  audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}
+output: {{path: out/x.mp4}}
+""")
+    r = cli("render", y, "--dry-run")
+    assert_one_line_error(r, 4)
+    assert "d.yaml:3" in r.stderr and "avatar.image" in r.stderr and "no picture" in r.stderr
+    y.write_text(f"""version: 1
+avatar:
+  image: {shared_data / 'portraits' / 's0.jpg'}
+  audio: {shared_data / 'clips' / 'd0.mp4'}
+output: {{path: out/x.mp4}}
+""")
+    r = cli("render", y, "--dry-run")
+    assert_one_line_error(r, 4)
+    assert "d.yaml:4" in r.stderr and "avatar.audio" in r.stderr and "no audio stream" in r.stderr
+    assert not (d / "out").exists()
+
+
+def test_dry_run_validates_real_dialogue_without_writing(tmp_path, shared_data):
+    y = REPO / "samples" / "real_dialogue.yaml"
+    out = tmp_path / "real.mp4"
+    r = cli("--json", "render", y, "--dry-run", "--output", out, "--fps", "30")
+    assert r.returncode == 0, r.stderr
+    payload = json.loads(r.stdout)
+    assert payload["ok"] and payload["dry_run"] and payload["settings"]["fps"] == 30
+    assert payload["output"] == str(out) and not out.exists()
+
+
+def test_plain_progress_has_no_escape_codes(capsys):
+    from echo_cli.cli import common
+
+    common.set_state(quiet=False, no_progress=False)
+    with common.progress(total=10, desc="render") as bar:   # stderr is not a TTY under pytest
+        for _ in range(10):
+            bar.advance(1)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    assert err.strip().splitlines()[-1].startswith("render: 10/10 (100%)")
+    common.set_state(no_progress=True)
+    with common.progress(total=3, desc="x") as bar:
+        bar.advance(3)
+    assert capsys.readouterr().err == ""
+    common.set_state(no_progress=False)

@@ -1,0 +1,163 @@
+"""dialogue.yaml schema: a valid spec loads; every kind of invalid one is a one-line error
+naming file:line, the field, and a fix."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from echo_cli.dialogue import DialogueSpec, load_dialogue
+from echo_cli.errors import InputError, SpecError
+
+VALID = """\
+version: 1
+avatar:
+  image: media/a.png
+  audio: media/a.wav
+user:
+  video: media/u.mp4
+  audio: media/u.wav
+turns:
+  - {speaker: avatar, start: 0.0, end: 2.0, text: "Hello there", emotion: happy}
+  - {speaker: user, start: 2.0, end: 4.5}
+  - {speaker: avatar, start: 4.5, end: 6.0}
+transcript:
+  source: faster-whisper
+output:
+  path: out/talk.mp4
+  fps: 30
+  size: 384
+  audio_mix: both
+  layout: side-by-side
+preset: draft
+seed: 3
+settings:
+  steps: 3
+"""
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a.png", "a.wav", "u.mp4", "u.wav"):
+        (media / name).write_bytes(b"x")       # the loader checks existence; probing is preflight's job
+    return tmp_path
+
+
+def write(folder: Path, text: str, name: str = "d.yaml") -> Path:
+    p = folder / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_valid_spec_resolves_paths_relative_to_yaml(folder):
+    spec = load_dialogue(write(folder, VALID))
+    assert isinstance(spec, DialogueSpec)
+    assert spec.avatar.image == folder / "media" / "a.png"
+    assert spec.user.video == folder / "media" / "u.mp4"
+    assert spec.output.path == folder / "out" / "talk.mp4"
+    assert [t.speaker for t in spec.turns] == ["avatar", "user", "avatar"]
+    assert spec.turns[0].emotion == "happy" and spec.turns[1].text is None
+    assert spec.setting_overrides() == {"steps": 3, "fps": 30.0, "size": 384}
+    assert not (folder / "out").exists()      # loading writes nothing
+
+
+def test_minimal_spec_defaults(folder):
+    spec = load_dialogue(write(folder, """\
+        version: 1
+        avatar: {image: media/a.png, audio: media/a.wav}
+        output: {path: o.mp4}
+        """))
+    assert spec.turns is None and spec.user is None
+    assert (spec.preset, spec.seed, spec.transcript.source) == ("default", 0, "whisperx")
+    assert (spec.output.audio_mix, spec.output.layout) == ("avatar", "avatar")
+
+
+def one_line_error(path: Path, exc=SpecError):
+    with pytest.raises(exc) as ei:
+        load_dialogue(path)
+    line = ei.value.one_line()
+    assert "\n" not in line
+    return ei.value, line
+
+
+@pytest.mark.parametrize("old,new,line_no,field,fix", [
+    ("  image: media/a.png", "  imgae: media/a.png", 3, "avatar.imgae", "did you mean 'image'"),     # typo
+    ("  fps: 30", "  fps: 30\n  colour: red", 17, "output.colour", "known keys"),                   # unknown key
+    ("version: 1", "version: 2", 1, "version", "version: 1"),                                        # version
+    ("  layout: side-by-side", "  layout: side-by-sid", 19, "output.layout", "did you mean 'side-by-side'"),
+    ("  fps: 30", "  fps: -5", 16, "output.fps", "correct the value"),                               # range
+    ("seed: 3", "seed: three", 21, "seed", ""),                                                      # type
+    ("{speaker: user, start: 2.0, end: 4.5}", "{speaker: usr, start: 2.0, end: 4.5}", 10, "turns.1.speaker", "did you mean 'user'"),
+    ("{speaker: user, start: 2.0, end: 4.5}", "{speaker: user, start: 2.0, end: 1.5}", 10, "turns.1", "correct"),
+    ("{speaker: avatar, start: 4.5, end: 6.0}", "{speaker: avatar, start: 1.0, end: 6.0}", 11, "turns.2", ""),  # overlap
+    ("  path: out/talk.mp4", "  path: out/talk.avi", 15, "output.path", ""),
+    ("  source: faster-whisper", "  source: file", 12, "transcript", "correct"),                    # file needs path
+])
+def test_invalid_specs_name_file_line_field(folder, old, new, line_no, field, fix):
+    assert old in VALID
+    p = write(folder, VALID.replace(old, new))
+    err, line = one_line_error(p)
+    assert err.exit_code == 3
+    assert f"{p}:{line_no}:" in line, line
+    assert f"'{field}" in line, line
+    assert fix in line and "(fix: " in line
+
+
+def test_missing_required_fields(folder):
+    p = write(folder, "version: 1\navatar:\n  image: media/a.png\n  audio: media/a.wav\n")
+    err, line = one_line_error(p)
+    assert "'output'" in line and "required" in line and f"{p}:1" in line
+    p = write(folder, "avatar: {image: media/a.png, audio: media/a.wav}\noutput: {path: o.mp4}\n")
+    err, line = one_line_error(p)
+    assert "'version'" in line and "version: 1" in line or "`version:`" in line
+
+
+def test_avatar_needs_exactly_one_reference_and_audio_with_image(folder):
+    p = write(folder, "version: 1\navatar: {image: media/a.png, video: media/u.mp4, audio: media/a.wav}\noutput: {path: o.mp4}\n")
+    assert "exactly one" in one_line_error(p)[1]
+    p = write(folder, "version: 1\navatar:\n  image: media/a.png\noutput: {path: o.mp4}\n")
+    _, line = one_line_error(p)
+    assert "audio" in line and f"{p}:2" in line
+
+
+def test_layout_and_mix_need_a_user(folder):
+    base = "version: 1\navatar: {image: media/a.png, audio: media/a.wav}\n"
+    p = write(folder, base + "output: {path: o.mp4, layout: side-by-side}\n")
+    _, line = one_line_error(p)
+    assert "user.video" in line and "'output.layout'" in line and f"{p}:3:" in line
+    p = write(folder, base + "output: {path: o.mp4, audio_mix: both}\n")
+    assert "needs a user" in one_line_error(p)[1]
+
+
+def test_missing_media_file_names_line_and_field(folder):
+    p = write(folder, VALID.replace("media/u.wav", "media/nope.wav"))
+    err, line = one_line_error(p, InputError)
+    assert err.exit_code == 4
+    assert f"{p}:7:" in line and "'user.audio'" in line and "nope.wav" in line
+
+
+def test_yaml_syntax_error_and_non_mapping(folder):
+    p = write(folder, "version: 1\navatar: [\n  image: a\n")
+    _, line = one_line_error(p)
+    assert "not valid YAML" in line and f"{p}:" in line
+    p = write(folder, "- just\n- a list\n")
+    assert "mapping" in one_line_error(p)[1]
+    err, line = one_line_error(folder / "absent.yaml")
+    assert "not found" in line
+
+
+def test_no_python_objects_from_yaml(folder):
+    """safe_load only: a python tag is rejected, never executed."""
+    p = write(folder, VALID.replace("seed: 3", "seed: !!python/object/apply:os.getcwd []"))
+    _, line = one_line_error(p)
+    assert "not valid YAML" in line
+
+
+def test_absolute_paths_kept(folder, tmp_path_factory):
+    other = tmp_path_factory.mktemp("elsewhere")
+    (other / "x.wav").write_bytes(b"x")
+    p = write(folder, VALID.replace("media/a.wav", str(other / "x.wav")))
+    assert load_dialogue(p).avatar.audio == other / "x.wav"

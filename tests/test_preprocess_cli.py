@@ -1,0 +1,162 @@
+"""`echo-cli preprocess FOLDER` end to end on real media plus bad files; the cache."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def need_shared():
+    p = Path(os.environ.get("ECHO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (p / "clips").is_dir():
+        pytest.skip("../shared/data is absent (set ECHO_SHARED_DATA): real media needed")
+    return p
+
+
+def _ffmpeg(*args):
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *map(str, args)],
+                   check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """An isolated cache (sharing the already joined Whisper model folder)."""
+    from echo_cli.features.audio import whisper_model_dir
+
+    model = whisper_model_dir()
+    e = dict(os.environ, ECHO_CACHE_DIR=str(tmp_path_factory.mktemp("cache")),
+             ECHO_WHISPER_MODEL_DIR=str(model), NO_COLOR="1")
+    return e
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two good files and every kind of bad input the issue names."""
+    import cv2
+    import skimage.data
+
+    data = need_shared()
+    d = tmp_path_factory.mktemp("media")
+    (d / "talk.mp4").write_bytes((data / "talking" / "grid_lrwp9a.mp4").read_bytes())   # 3 s, speech
+    (d / "face.jpg").write_bytes((data / "portraits" / "s0.jpg").read_bytes())
+    cv2.imwrite(str(d / "cat.png"), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
+    (d / "corrupt.mp4").write_bytes((data / "clips" / "d12.mp4").read_bytes()[:30000])
+    (d / "unreadable.mp4").write_text("this is not a video\n")
+    import wave
+
+    with wave.open(str(d / "zero.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(b"")
+    _ffmpeg("-i", data / "clips" / "d0.mp4", "-t", "1", "-an", "-c:v", "libx264", "-preset", "ultrafast",
+            d / "noaudio.mp4")
+    (d / "notes.txt").write_text("not media: ignored")
+    return d
+
+
+def _cli(env, *args):
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "--json", "preprocess", *map(str, args)],
+                       capture_output=True, text=True, env=env, timeout=900)
+    out = [l for l in r.stdout.splitlines() if l.strip()]
+    assert len(out) == 1, r.stdout                      # exactly one JSON object on stdout
+    return r.returncode, json.loads(out[0]), r.stderr
+
+
+@pytest.fixture(scope="module")
+def first_run(env, folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, _cli(env, folder, "-o", out, "--workers", "2", "--transcript", "faster-whisper", "--overlay")
+
+
+def test_bad_files_fail_one_line_each_and_the_rest_completes(first_run, folder):
+    out, (code, summary, stderr) = first_run
+    assert code == 8 and summary["ok"] is False and summary["error"]["kind"] == "partial"
+    failed = {Path(f["path"]).name: f["reason"] for f in summary["failed"]}
+    assert set(failed) == {"cat.png", "corrupt.mp4", "unreadable.mp4", "zero.wav"}
+    for name, reason in failed.items():
+        assert "\n" not in reason and name in reason and "fix:" in reason
+        assert reason in stderr                           # the same line on stderr
+    assert "no face" in failed["cat.png"]
+    ok = {Path(p).name for p in summary["done"] + summary["cached"]}
+    assert ok == {"talk.mp4", "face.jpg", "noaudio.mp4"}
+    assert summary["total"] == 7                          # notes.txt is not media
+
+
+def test_outputs_written_and_loadable(first_run):
+    from echo_cli.features.audio import load_audio_features
+    from echo_cli.preprocess.face import load_track
+    from echo_cli.preprocess.transcript import read_transcript
+
+    out, (code, summary, _) = first_run
+    tr = load_track(out / "talk.mp4.face.npz")
+    au = load_audio_features(out / "talk.mp4.audio.npz")
+    assert tr.n_frames == au.n_frames == 75 and tr.detected.mean() >= 0.99
+    assert au.whisper is not None and au.vad.any()
+    t = read_transcript(out / "talk.mp4.transcript.json")
+    assert len(t.words) >= 3 and t.method == "faster-whisper-words"
+    assert (out / "talk.mp4.overlay.mp4").stat().st_size > 1000
+    assert (out / "face.jpg.overlay.png").is_file()
+    assert load_track(out / "face.jpg.face.npz").n_frames == 1
+    assert not (out / "noaudio.mp4.audio.npz").exists()
+    rec = {Path(r["path"]).name: r for r in summary["items"]}
+    assert "no audio track: face only" in rec["noaudio.mp4"]["notes"]
+    assert json.loads((out / "summary.json").read_text())["total"] == 7
+    assert not list(out.glob(".*part*"))                 # no temp files left behind
+
+
+def test_second_run_is_served_from_the_cache(first_run, env, folder):
+    out, _ = first_run
+    code, summary, _ = _cli(env, folder, "-o", out, "--transcript", "faster-whisper")
+    assert code == 8
+    assert {Path(p).name for p in summary["cached"]} == {"talk.mp4", "face.jpg", "noaudio.mp4"}
+    assert summary["done"] == []
+
+
+def test_require_audio_and_usage_errors(env, folder, tmp_path):
+    d = tmp_path / "one"
+    d.mkdir()
+    (d / "noaudio.mp4").write_bytes((folder / "noaudio.mp4").read_bytes())
+    code, summary, stderr = _cli(env, d, "--require-audio", "--transcript", "none")
+    assert code == 8 and "no audio track" in summary["failed"][0]["reason"]
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--transcript", "klingon"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "transcript" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(empty)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 4 and "no video, image or audio" in r.stderr
+
+
+# ---------------------------------------------------------------- cache behaviour (in process)
+
+def test_cache_settings_damage_and_hits(tmp_path, monkeypatch):
+    from echo_cli.features.audio import whisper_model_dir
+    from echo_cli.preprocess.cache import Cache
+    from echo_cli.preprocess.pipeline import preprocess_media
+
+    monkeypatch.setenv("ECHO_WHISPER_MODEL_DIR", str(whisper_model_dir()))
+    clip = need_shared() / "talking" / "grid_pwij3p.mp4"
+    cache = Cache(root=tmp_path / "c")
+    a = preprocess_media(clip, cache=cache, whisper=False)
+    assert a["cached"] == {"face": False, "audio": False, "transcript": False}
+    b = preprocess_media(clip, cache=cache, whisper=False)
+    assert b["cached"]["face"] and b["cached"]["audio"]
+    assert np.array_equal(a["face"].landmarks, b["face"].landmarks)
+    # a changed audio setting recomputes only the audio
+    c = preprocess_media(clip, cache=cache, whisper=True)
+    assert c["cached"]["face"] and not c["cached"]["audio"] and c["audio"].whisper is not None
+    # a truncated entry is detected and recomputed
+    entry = next((tmp_path / "c" / "face").rglob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:500])
+    d = preprocess_media(clip, cache=cache, whisper=False)
+    assert not d["cached"]["face"] and np.allclose(d["face"].landmarks, a["face"].landmarks)
+    e = preprocess_media(clip, cache=cache, whisper=False)
+    assert e["cached"]["face"]
+    # a disabled cache never hits
+    assert not preprocess_media(clip, cache=False, whisper=False)["cached"]["face"]

@@ -1,0 +1,105 @@
+"""`echo-cli reenact` and `echo-cli bench` as a user runs them, on real media (short segments)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def cli(*args):
+    env = dict(os.environ, NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "echo_cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def last_line(r) -> str:
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+def test_self_reenactment_api_matches_driving(shared_data, tmp_path):
+    """Reference = first frame; the rendered video, tracked again, follows the driving face."""
+    from echo_cli.api.reenact import ReenactOptions, reenact
+    from echo_cli.media.probe import probe
+    from echo_cli.media.video_io import iter_frames
+    from echo_cli.motion import measures
+    from echo_cli.preprocess.face import track_face
+
+    clip = shared_data / "clips" / "d11.mp4"
+    out = tmp_path / "self.mp4"
+    res = reenact(None, clip, out, ReenactOptions(reference_frame=0, max_frames=50), keep_landmarks=True)
+    info = probe(out)
+    assert info.has_audio and info.has_video and (info.width, info.height) == (512, 512)
+    assert abs(info.n_frames - 50) <= 1 and res.frames == 50
+    drv = track_face(np.stack(list(iter_frames(clip, fps=25, max_frames=50))), fps=25.0)
+    got = track_face(out, fps=25.0)
+    n = min(drv.n_frames, got.n_frames)
+    err = measures.landmark_error(got.landmarks[:n], drv.landmarks[:n]).mean()
+    r = np.corrcoef(measures.mouth_opening(got.landmarks[:n]), measures.mouth_opening(drv.landmarks[:n]))[0, 1]
+    assert err < 0.03 and r > 0.85, (err, r)
+
+
+def test_cli_cross_reenactment(shared_data, tmp_path):
+    out = tmp_path / "cross.mp4"
+    r = cli("--json", "reenact", shared_data / "portraits" / "s1.jpg", shared_data / "clips" / "d12.mp4",
+            "-o", out, "--size", "256", "--max-frames", "20")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["frames"] == 20 and summary["height"] == 256 and summary["audio"]
+    assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_cli_bad_references(shared_data, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(blank)
+    drv = shared_data / "clips" / "d12.mp4"
+    r = cli("reenact", blank, drv, "-o", tmp_path / "o.mp4", "--max-frames", "5")
+    assert r.returncode == 4 and last_line(r).startswith("error: ") and "face" in last_line(r)
+    assert not (tmp_path / "o.mp4").exists()
+    r = cli("reenact", tmp_path / "missing.jpg", drv, "-o", tmp_path / "o.mp4")
+    assert r.returncode == 4 and "not found" in last_line(r)
+    r = cli("reenact", shared_data / "portraits" / "s1.jpg", drv, "-o", tmp_path / "o.avi")
+    assert r.returncode == 2 and ".mp4" in last_line(r)
+    # a tiny face: a portrait shrunk to 36 px (too small to detect or to animate)
+    small = tmp_path / "tiny.png"
+    Image.open(shared_data / "portraits" / "s1.jpg").convert("RGB").resize((36, 36)).save(small)
+    r = cli("reenact", small, drv, "-o", tmp_path / "o.mp4", "--max-frames", "5")
+    assert r.returncode == 4 and last_line(r).startswith("error: ") and "face" in last_line(r)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_two_faces_pick_one(shared_data, tmp_path):
+    """Two portraits side by side: the largest/central face (or --face-index) is animated."""
+    from PIL import Image
+
+    a = Image.open(shared_data / "portraits" / "s1.jpg").convert("RGB").resize((256, 256))
+    b = Image.open(shared_data / "portraits" / "s2.jpg").convert("RGB").resize((256, 256))
+    both = Image.new("RGB", (512, 256)); both.paste(a, (0, 0)); both.paste(b, (256, 0))
+    both.save(tmp_path / "two.png")
+    r = cli("reenact", tmp_path / "two.png", shared_data / "clips" / "d12.mp4", "-o", tmp_path / "two.mp4",
+            "--max-frames", "8", "--face-index", "1", "--no-audio")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "two.mp4").is_file()
+
+
+def test_bench_dispatch_errors():
+    r = cli("bench", "nonsense")
+    assert r.returncode == 2 and "unknown bench target" in last_line(r)
+
+
+def test_bench_render_quick(shared_data, tmp_path):
+    out = tmp_path / "bench.json"
+    hist = tmp_path / "hist.jsonl"
+    r = cli("bench", "render", "--sizes", "128", "--frames", "12", "--out", out, "--no-doc", "--history", hist)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    row = rec["rows"][0]
+    assert row["size"] == 128 and row["frames"] == 12
+    assert row["render_ms"] > 0 and row["floor_ms"] > 0 and row["ratio"] > 0 and row["peak_mb"] > 0
+    assert len(hist.read_text().splitlines()) == 1
