@@ -236,3 +236,34 @@ def test_plain_progress_has_no_escape_codes(capsys):
         bar.advance(3)
     assert capsys.readouterr().err == ""
     common.set_state(no_progress=False)
+
+
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 130)])
+def test_signals_during_render_exit_130_and_leave_nothing(tmp_path, sample_media, sig, code):
+    """Ctrl-C / SIGTERM while a render runs: exit 130, one error line, no output or temp file."""
+    import os
+    import signal
+    import time
+
+    d = tmp_path / "s"
+    shutil.copytree(Path(sample_media["image"]).parent, d / "media")
+    shutil.copy(REPO / "samples" / "dialogue.yaml", d / "dialogue.yaml")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "echo_cli", "render", str(d / "dialogue.yaml"),
+                              "-o", str(out_dir / "x.mp4")], stdout=subprocess.PIPE, stderr=err, text=True,
+                             env=dict(os.environ, ECHO_CACHE_DIR=str(tmp_path / "c")))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and p.poll() is None and "preprocess" not in err_path.read_text():
+            time.sleep(0.1)
+        assert p.poll() is None, err_path.read_text()[-800:]
+        time.sleep(0.5)
+        p.send_signal(getattr(signal, sig))
+        p.communicate(timeout=300)
+    text = err_path.read_text()
+    assert p.returncode == code, text[-800:]
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1].startswith("error: ") and ("interrupted" in text or "terminated" in text)
+    assert list(out_dir.iterdir()) == []

@@ -119,3 +119,20 @@ def test_llm_endpoint_used_only_when_configured_and_falls_back():
     dead = lau.LAUConfig(endpoint=f"http://127.0.0.1:{srv.server_port}/v1", timeout_s=1)
     e2 = lau.infer_turn_emotions(turns, dead)[0]
     assert e2.source == "builtin" and e2.category == "happy"
+
+
+def test_emotion_track_and_explanation():
+    from echo_cli.lcu.explain import explain, format_explanation
+    from echo_cli.lcu.model import emotion_track
+
+    turns = [Turn("user", 0.0, 2.0, "My cat died this morning."),
+             Turn("avatar", 2.0, 4.0, "I'm so sorry, that is heartbreaking."),
+             Turn("user", 4.0, 6.0, "Thanks. But guess what, I got the job!"),
+             Turn("avatar", 6.0, 8.0, "That's wonderful news!", emotion="happy")]
+    emo, emos = emotion_track(turns, 250, 25.0)
+    assert emo.shape == (250, 384)
+    sad, happy = lau.emotion_embedding(emos[0].text), lau.emotion_embedding(lau.EMOTIONS["happy"])
+    assert np.allclose(emo[0], sad) and np.allclose(emo[149], sad)     # listening keeps the last emotion
+    assert np.allclose(emo[150], happy) and np.allclose(emo[-1], happy)
+    text = format_explanation(explain(turns, emos))
+    assert "turn 1" in text and emos[0].text in text and "[override]" in text

@@ -139,6 +139,7 @@ def test_jitter_and_boundary_jitter():
 def test_frozen_and_face_lost():
     assert M.frozen_fraction(np.zeros(10)) == 1.0
     assert M.frozen_fraction(np.full(10, 3.0)) == 0.0
+    assert M.frozen_fraction(np.r_[np.zeros(3), np.full(7, 0.4)]) == pytest.approx(0.3)
     assert M.face_lost_fraction([True, True, False, True]) == pytest.approx(0.25)
 
 

@@ -160,3 +160,30 @@ def test_cache_settings_damage_and_hits(tmp_path, monkeypatch):
     assert e["cached"]["face"]
     # a disabled cache never hits
     assert not preprocess_media(clip, cache=False, whisper=False)["cached"]["face"]
+
+
+def test_resume_after_kill(env, tmp_path):
+    """Kill a folder run after its first file; the rerun takes that file from the cache."""
+    import signal
+    import time
+
+    data = need_shared()
+    d = tmp_path / "two"
+    d.mkdir()
+    for name in ("grid_lrwp9a.mp4", "grid_pwij3p.mp4"):
+        (d / name).symlink_to(data / "talking" / name)
+    e = dict(env, ECHO_CACHE_DIR=str(tmp_path / "cache"))
+    audio_entries = tmp_path / "cache" / "preprocess" / "v1" / "audio"
+    p = subprocess.Popen([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--transcript", "none"],
+                         env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(audio_entries.rglob("*.meta.json")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert list(audio_entries.rglob("*.meta.json")), "the first file never finished"
+    code, summary, _ = _cli(e, d, "--transcript", "none")
+    assert code == 0
+    assert Path(summary["cached"][0]).name == "grid_lrwp9a.mp4"

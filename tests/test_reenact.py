@@ -103,3 +103,22 @@ def test_bench_render_quick(shared_data, tmp_path):
     assert row["size"] == 128 and row["frames"] == 12
     assert row["render_ms"] > 0 and row["floor_ms"] > 0 and row["ratio"] > 0 and row["peak_mb"] > 0
     assert len(hist.read_text().splitlines()) == 1
+
+
+def test_bench_doc_sections_and_history(tmp_path):
+    """Each target owns its section of the doc; re-running replaces it; history only appends."""
+    from echo_cli.bench.common import append_history, markdown_table, update_doc_section
+
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nintro\n")
+    update_doc_section(doc, "render", "## Render\nold")
+    update_doc_section(doc, "generate", "## Generate\nnumbers")
+    update_doc_section(doc, "render", "## Render\nnew")
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nintro") and "new" in text and "old" not in text
+    assert text.count("<!-- bench:render -->") == 1 and "## Generate\nnumbers" in text
+    hist = tmp_path / "h.jsonl"
+    append_history({"a": 1}, hist); append_history({"a": 2}, hist)
+    assert [json.loads(l)["a"] for l in hist.read_text().splitlines()] == [1, 2]
+    table = markdown_table([{"x": 1, "y": 2.345}], [("x", "X"), ("y", "Y")])
+    assert table.splitlines() == ["| X | Y |", "|---|---|", "| 1 | 2.35 |"]

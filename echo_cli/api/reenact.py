@@ -28,6 +28,7 @@ from echo_cli.errors import InputError, UsageError
 logger = log.get("echo_cli.api.reenact")
 
 DEFAULT_MAX_SIZE = 1024        # output height when --size is not given (the reference's, capped)
+TRACK_MAX_SIDE = 4096          # stills larger than this are tracked on a downscaled copy
 MIN_FACE_PX = 16               # inter-ocular distance (px) below which a face is too small to animate
 
 
@@ -93,8 +94,12 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
         img = load_reference_image(reference)
         src = str(reference)
     H, W = img.shape[:2]
-    track = track_face(img, face_index=opts.face_index)              # InputError when no face
-    lm = track.landmarks[0].astype(np.float64)
+    # very large stills are tracked on a 4096 px copy (MediaPipe looks at 192-256 px crops
+    # anyway; a full 8K copy per tracker pass costs memory, not accuracy)
+    k = min(1.0, TRACK_MAX_SIDE / max(H, W))
+    small = img if k == 1.0 else cv2.resize(img, (int(W * k), int(H * k)), interpolation=cv2.INTER_AREA)
+    track = track_face(small, face_index=opts.face_index)            # InputError when no face
+    lm = track.landmarks[0].astype(np.float64) / k
     from echo_cli.motion.measures import inter_ocular
     iod = float(inter_ocular(lm)[0])
     if iod < MIN_FACE_PX:

@@ -104,6 +104,7 @@ def run(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not ({"-v", "--verbose"} & set(argv)):
         _quiet_native_logs()
+    _sigterm_unwinds()
     command = typer.main.get_command(app)
     code = 0
     try:
@@ -117,7 +118,8 @@ def run(argv: list[str] | None = None) -> None:
         code = e.exit_code
         _report(e.one_line(), e.to_dict(), argv)
     except (KeyboardInterrupt, typer.Abort):
-        err = Interrupted("interrupted; no partial output was left", fix="rerun the command to finish")
+        what = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
+        err = Interrupted(f"{what}; no partial output was left", fix="rerun the command to finish")
         code = err.exit_code
         _report(err.one_line(), err.to_dict(), argv)
     except typer.TyperException as e:   # Typer's (vendored) click errors: bad option, missing argument
@@ -145,6 +147,24 @@ def run(argv: list[str] | None = None) -> None:
                                           "message": f"{e.__class__.__name__}: {e}", "fix": "report it"}, argv)
     sys.stdout.flush()
     sys.exit(code)
+
+
+_TERMINATED = False
+
+
+def _sigterm_unwinds() -> None:
+    """SIGTERM (render farms, `kill`) unwinds like Ctrl-C: temp files removed, exit 130."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        # KeyboardInterrupt (a BaseException): no `except Exception` in a library swallows it
+        global _TERMINATED
+        _TERMINATED = True
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _quiet_native_logs() -> None:

@@ -14,7 +14,9 @@ import typer
 EXAMPLE = """Examples:
 
   echo-cli preprocess ../shared/data/clips -o prep --workers 2
+
   echo-cli preprocess footage/ --recursive --transcript faster-whisper
+
   echo-cli --json preprocess footage/ -o prep --overlay --face-index 0
 
 Results are cached (~/.cache/echo-cli or $ECHO_CACHE_DIR) by content hash + settings +

@@ -103,8 +103,13 @@ def evaluate(m: ME.Measurement, *, ref: ME.Measurement | None = None, user: ME.M
 
     # -- lip sync ----------------------------------------------------------------------
     r_env, lag_env = M.best_lag_correlation(mouth, env, opts.max_lag) if has_audio else (float("nan"), 0)
+    z_env = M.shift_z_score(mouth, env) if has_audio else float("nan")
+    if has_audio and np.nanstd(mouth) < 1e-9:
+        # a mouth that never moves follows nothing: correlation 0 rather than undefined
+        r_env, lag_env, z_env = 0.0, 0, 0.0
+        notes.append("the mouth never moves: envelope correlation set to 0")
     lip = {"env_corr": _num(r_env), "env_lag_frames": lag_env if has_audio else None,
-           "env_z": _num(M.shift_z_score(mouth, env) if has_audio else float("nan")),
+           "env_z": _num(z_env),
            "sync_distance": None, "sync_confidence": None, "sync_lag_frames": None,
            "sync_dist_at_zero": None, "mouth_corr_ref": None, "lve": None}
     if opts.sync and has_audio:

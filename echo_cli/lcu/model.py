@@ -160,3 +160,59 @@ def _fit_rows(x, n: int):
     if len(x) == 0:
         return np.zeros((n,) + x.shape[1:], x.dtype)
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)])
+
+
+def load_lcu(tensors: dict, config: dict, path="<checkpoint>") -> "LCU | None":
+    """The LCU of a checkpoint (tensors with `lcu.*` keys, config with an "lcu" section);
+    None for a stage-1 checkpoint without one (render then uses the "no user" context)."""
+    from echo_cli.model.checkpoint import component, load_state
+
+    if "lcu" not in config:
+        return None
+    lcu = LCU(LCUConfig.from_dict(config["lcu"]))
+    load_state(lcu, component(tensors, "lcu"), path, "lcu")
+    return lcu.eval()
+
+
+def emotion_track(turns, n_frames: int, fps: float, lau_cfg=None):
+    """LAU over the dialogue → ((n_frames, 384) c_emo per frame, [TurnEmotion]).
+
+    Frames of an avatar turn get that turn's emotion; frames between avatar turns keep the
+    latest one (before the first avatar turn: the first one), so the face does not snap
+    back to neutral while listening."""
+    import numpy as np
+
+    from echo_cli.lcu.lau import infer_turn_emotions
+    from echo_cli.features.text import embed_texts
+
+    emos = infer_turn_emotions(turns, lau_cfg)
+    if not emos:
+        return None, []
+    vecs = embed_texts([e.text for e in emos])
+    starts = [int(round(turns[e.turn_index].start * fps)) for e in emos]
+    order = np.argsort(starts, kind="stable")
+    out = np.repeat(vecs[order[0]][None], n_frames, 0)
+    for k in order:
+        out[max(0, starts[k]):] = vecs[k]
+    return out.astype(np.float32), emos
+
+
+def conditioning(gen, lcu, space, fps: float, n_frames: int, turns=(), user_track=None, user_audio=None,
+                 lau_cfg=None, hbcu_cfg=None, use_lau: bool = True, media: str | None = None) -> dict:
+    """Everything the generator needs from the LCU side, for one render.
+
+    gen: the EchoGenerator (for its motion normalisation); lcu: from `load_lcu` (None → no
+    user context); user_track: the user's FaceTrack (None → no user in view).
+    Returns {"user_ctx": (n, Dc) | None, "emotion": (n, 384) | None, "explanation": dict}.
+    """
+    from echo_cli.lcu.explain import explain
+
+    emotion, emos = (emotion_track(list(turns), n_frames, fps, lau_cfg) if (use_lau and turns) else (None, []))
+    user_ctx, windows = None, None
+    if lcu is not None and user_track is not None:
+        u = prepare_user(user_track, user_audio, space, fps, n_frames, hbcu_cfg, media)
+        with torch.no_grad():
+            m = gen.normalize(torch.from_numpy(u["motion"])).numpy()
+        user_ctx = user_context(lcu, u["audio"], m, u["behaviour"])
+        windows = u["windows"]
+    return {"user_ctx": user_ctx, "emotion": emotion, "explanation": explain(list(turns), emos, windows)}

@@ -451,8 +451,9 @@ def finish_track(raw: RawTrack, settings: TrackSettings = TrackSettings()) -> Fa
         raise InputError(f"no face found in {what}", path=raw.source or None,
                          fix="use media with one clearly visible face (frontal, lit, at least ~40 px wide)")
     if raw.n_multi:
-        logger.warning("%s: several faces in about %d frames; kept the largest/most central "
-                       "(override with --face-index)", raw.source or "frames", raw.n_multi)
+        where = "the image" if T == 1 else f"about {min(raw.n_multi, T)} of {T} frames"
+        logger.warning("%s: several faces in %s; kept the largest/most central "
+                       "(override with --face-index or --pick)", raw.source or "frames", where)
     max_gap = int(round(settings.max_gap_s * raw.fps))
     lm, valid = fill_gaps(raw.landmarks, raw.detected, max_gap)
     if settings.smooth and T > 1:

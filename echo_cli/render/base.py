@@ -56,27 +56,29 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
 
     Alpha is composited over white (a transparent portrait background becomes plain white
     rather than whatever colour the hidden pixels hold); 16-bit and float are rescaled.
+    Integer paths stay in uint8/uint16 so an 8K image costs ~2x its size, not 8x.
     """
     a = np.asarray(img)
     if a.dtype == np.uint16:
-        a = (a.astype(np.float32) / 257.0)
+        a = (a >> 8).astype(np.uint8)
     elif a.dtype.kind == "f":
-        a = np.clip(a, 0, 1) * 255.0 if a.max(initial=0) <= 1.0 else np.clip(a, 0, 255)
+        a = np.clip(a * 255.0 if a.max(initial=0) <= 1.0 else a, 0, 255)
+        a = (a + 0.5).astype(np.uint8)
     elif a.dtype != np.uint8:
-        a = np.clip(a, 0, 255)
-    a = a.astype(np.float32)
+        a = np.clip(a, 0, 255).astype(np.uint8)
     if a.ndim == 2:
         a = a[..., None]
     c = a.shape[2]
     if c in (2, 4):
-        alpha = a[..., -1:] / 255.0
-        a = a[..., :-1] * alpha + 255.0 * (1.0 - alpha)
+        alpha = a[..., -1:].astype(np.uint16)
+        rgb = a[..., :-1].astype(np.uint16)
+        a = ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
         c -= 1
     if c == 1:
         a = np.repeat(a, 3, axis=2)
     elif c != 3:
         raise InputError(f"image has {c} channels", fix="give an RGB, RGBA or grayscale image")
-    return np.ascontiguousarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(a)
 
 
 def load_reference_image(path: str | Path) -> np.ndarray:
@@ -102,9 +104,9 @@ def load_reference_image(path: str | Path) -> np.ndarray:
                 elif im.mode == "P":
                     im = im.convert("RGBA")
                 elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    arr = np.asarray(im).astype(np.float32)
-                    scale = 257.0 if arr.max(initial=0) > 255 else 1.0
-                    return to_rgb8(np.clip(arr / scale, 0, 255).astype(np.uint8))
+                    arr = np.asarray(im)
+                    shift = 8 if arr.max(initial=0) > 255 else 0
+                    return to_rgb8((np.clip(arr, 0, 65535).astype(np.uint32) >> shift).astype(np.uint8))
                 elif im.mode not in ("RGB", "RGBA", "L", "LA"):
                     im = im.convert("RGBA")
                 return to_rgb8(np.asarray(im))

@@ -29,7 +29,7 @@ LOG = log.get("echo_cli.train.common")
 
 @dataclass(frozen=True)
 class LoopConfig:
-    steps: int = 3000
+    steps: int = 1500
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 100

@@ -224,13 +224,54 @@ def load_clips(data_dir: Path | None = None, names: list[str] | None = None, spa
     return out
 
 
-def audio_only_items(data_dir: Path | None = None, space_dim: int = 31, use_cache: bool = True) -> list[ClipData]:
+def audio_only_items(data_dir: Path | None = None, space_dim: int = 31, use_cache: bool = True,
+                     espeak: bool = True) -> list[ClipData]:
+    """Speech without video: ../shared/data/audio (Whisper word timings) + espeak-ng sentences."""
     data_dir = Path(data_dir) if data_dir else shared_data_dir()
-    out = []
+    out = espeak_items(space_dim, use_cache=use_cache) if espeak else []
     for rel in AUDIO_ONLY:
         p = data_dir / rel
         if p.is_file():
             out.append(process_audio_only(p, space_dim, use_cache))
+    return out
+
+
+ESPEAK_SENTENCES = (
+    "Please bring me the blue bowl from the kitchen table",
+    "We were waiting for the morning flight to Paris",
+    "My father loves to fish on the river every summer",
+    "Open the window and let the cool air move through the room",
+    "She thought about the old photographs all afternoon",
+    "Why would anyone choose to walk home in the pouring rain",
+    "The bright yellow boat floated past the quiet village",
+    "I have never seen so many people at the market",
+    "Could you show me how the machine works",
+    "Mama made a big pot of soup for everyone",
+    "The judge thanked the jury and went back to her chair",
+    "Five purple umbrellas were left at the museum",
+)
+ESPEAK_VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3")
+
+
+def espeak_items(space_dim: int, n: int = len(ESPEAK_SENTENCES), use_cache: bool = True) -> list[ClipData]:
+    """Synthetic speech with exact word timing (features.phonetic.synthesize_espeak)."""
+    from scipy.io import wavfile
+
+    from echo_cli.features.phonetic import espeak_available, synthesize_espeak
+    from echo_cli.schema import SAMPLE_RATE
+
+    if not espeak_available():
+        LOG.warning("espeak-ng not installed: no synthetic speech items")
+        return []
+    out = []
+    d = cache_dir() / "espeak"
+    d.mkdir(exist_ok=True)
+    for i, text in enumerate(ESPEAK_SENTENCES[:n]):
+        voice = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
+        wave, words = synthesize_espeak(text, voice=voice, speed=150 + 10 * (i % 4), seed=i)
+        wav = d / f"espeak_{i:02d}.wav"
+        wavfile.write(wav, SAMPLE_RATE, (np.clip(wave, -1, 1) * 32767).astype(np.int16))
+        out.append(process_audio_only(wav, space_dim, use_cache, words=words, speaker="espeak"))
     return out
 
 

@@ -145,18 +145,20 @@ def silence_features(n: int, audio_input: str):
     """Generator audio features and AudioFeatures of n frames of silence (computed once)."""
     from echo_cli.features.audio import audio_features
 
-    if "feats" not in _SILENCE:
-        ck = cache_dir() / f"silence-{CACHE_VERSION}.npz"
+    want_whisper = audio_input != "mel"
+    key = "whisper" if want_whisper else "mel"
+    if key not in _SILENCE:
+        ck = cache_dir() / f"silence-{key}-{CACHE_VERSION}.npz"
         if ck.is_file():
             z = np.load(ck)
-            _SILENCE["feats"] = {k: z[k] for k in z.files}
+            _SILENCE[key] = {k: z[k] for k in z.files}
         else:
-            f = audio_features(np.zeros(int(16000 * 4.0), np.float32), FPS, whisper=True, n_frames=100)
+            f = audio_features(np.zeros(int(16000 * 4.0), np.float32), FPS, whisper=want_whisper, n_frames=100)
             d = {"mel": f.mel, "energy": f.energy,
                  "whisper": f.whisper if f.whisper is not None else np.zeros((100, 512), np.float32)}
             np.savez(ck, **d)
-            _SILENCE["feats"] = d
-    f = _SILENCE["feats"]
+            _SILENCE[key] = d
+    f = _SILENCE[key]
     # silence is stationary: tile its middle frame
     row = {k: v[50] for k, v in f.items()}
     mel = np.tile(row["mel"], (n, 1)); wh = np.tile(row["whisper"], (n, 1))
@@ -527,12 +529,15 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
 
     # 2. reactions: smiling vs neutral user windows (by the user's measured smile), 4 s each
     W = min(n, 100)
+    # smile of a window = its mean smile width above the user's own 10th percentile (their
+    # resting mouth); the most and least smiling windows are the smiling / neutral users
     cands = []
     for u in users:
         if u.n_frames < W:
             continue
-        for s in range(0, u.n_frames - W + 1, W // 2):
-            cands.append((float(np.mean(u.smile[s:s + W])), u, s))
+        rest = float(np.percentile(u.smile, 10))
+        for s in range(0, u.n_frames - W + 1, W // 4):
+            cands.append((float(np.mean(u.smile[s:s + W])) - rest, u, s))
     cands.sort(key=lambda x: x[0])
     k = max(1, min(4, len(cands) // 3))
     neutral_w, smiling_w = cands[:k], cands[-k:]

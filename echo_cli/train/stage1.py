@@ -32,9 +32,9 @@ LOG = log.get("echo_cli.train.stage1")
 class Stage1Config:
     preset: str = "tiny"
     audio_input: str = "whisper"
-    window: int = 48                 # T: noisy frames per training window
+    window: int = 32                 # T: noisy frames per training window
     t_prev: int = 8                  # clean context frames (as the default render preset)
-    batch: int = 16
+    batch: int = 8
     lip_weight: float = 2.0
     vel_weight: float = 0.5
     viseme_weight: float = 0.1
@@ -295,10 +295,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--synthetic", action="store_true", help="tiny synthetic data (tests of the machinery)")
+    p.add_argument("--set", action="append", default=[], help="Stage1Config field=value (ablations), repeatable")
     a = p.parse_args(argv)
     log.setup(0)
     clips = synthetic_clips() if a.synthetic else None
     cfg = Stage1Config(preset=a.preset, batch=4, window=16, t_prev=4) if a.synthetic else Stage1Config(preset=a.preset)
+    over = {}
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        typ = type(getattr(cfg, k))
+        over[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
+    cfg = replace(cfg, **over)
     loop = common.LoopConfig(log_every=1, ckpt_every=2, warmup=2) if a.synthetic else None
     run(a.data, a.out, a.steps, a.seed, a.resume, a.preset, cfg, clips=clips, audio_only=[], loop=loop)
 

@@ -1,0 +1,141 @@
+"""Dyadic conversations from single-person clips: the listener rules (timing, mirroring,
+nods, closed mouth), the event-follow measure, real-clip batching, and a stage-2 run
+(LCU + generator jointly) that writes a loadable checkpoint with generator.* and lcu.*."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from echo_cli.train import dyadic as Y
+
+FPS = Y.FPS
+
+
+@pytest.fixture(scope="module")
+def space():
+    from echo_cli.motion.space import default_space
+    return default_space()
+
+
+def test_smile_direction_raises_the_smile_measure(space):
+    d = Y.smile_direction(space)
+    base = Y.smile_measure(space, np.zeros((1, space.dim)), space.template)[0]
+    up = Y.smile_measure(space, (0.05 * d)[None], space.template)[0]
+    assert up - base == pytest.approx(0.05, rel=0.25)
+    assert np.all(d[space.regions["mouth"]] == 0) and np.all(d[space.regions["pose"]] == 0)
+
+
+def test_pause_onsets():
+    vad = np.zeros(200, bool)
+    vad[10:40] = True          # 1.2 s of speech, then a pause: an onset at 40
+    vad[47:52] = True          # a blip: too short to invite a nod at 52
+    vad[100:130] = True        # speech, pause only 3 frames (< 0.25 s): no onset
+    vad[133:190] = True        # speech then a pause at 190 that reaches the end
+    assert Y.pause_onsets(vad, FPS, 0.8, 0.25) == [40, 190]
+
+
+def test_listener_rules_time_align_to_the_user(space):
+    sdir = Y.smile_direction(space)
+    mouth = space.regions["mouth"]
+    rng = np.random.default_rng(0)
+    N, H = 150, 25
+    av = np.zeros((N, space.dim), np.float32)
+    av[:, mouth] = 1.0
+    smile = np.zeros(N + H); smile[H + 50:] = 0.1          # the user starts smiling at frame 50
+    vad = np.zeros(N + H, bool); vad[H + 60:H + 100] = True  # and talks, pausing at frame 100
+    rules = Y.RuleConfig()
+    for _ in range(20):
+        out, info = Y.listener_targets(av, smile, vad, sdir, mouth, rng, rules)
+        d = info["mirror_delay_frames"]
+        assert 0.2 * FPS <= d <= 1.5 * FPS
+        sm = Y.smile_measure(space, out, space.template)
+        rise = int(np.argmax(sm > sm[0] + 0.04))
+        assert rise == 50 + d                                 # mirrored after exactly the drawn delay
+        assert np.allclose(out[:, mouth], rules.mouth_damp)   # the listener's mouth is damped
+        (nod,) = info["nods"]
+        assert 100 + 0.2 * FPS <= nod <= 100 + 0.6 * FPS
+        assert out[nod + 6, 1] > 0.02 and abs(out[nod - 1, 1]) < 1e-9
+
+
+def test_follow_rate_beats_chance_only_when_following():
+    user = [50, 150, 250, 350]
+    follows = [e + 12 for e in user]
+    r = Y.follow_rate(user, follows, 450, FPS)
+    assert r["rate"] == 1.0 and r["chance"] < 0.6 and r["n_events"] == 4
+    r2 = Y.follow_rate(user, [e - 20 for e in user], 450, FPS)
+    assert r2["rate"] == 0.0
+
+
+def _speech_clip(path, space):
+    """A real speech clip as a DyadClip (log-mel audio input; no Whisper needed)."""
+    from echo_cli.features.audio import audio_features, read_audio
+    from echo_cli.lcu.model import prepare_user
+    from echo_cli.preprocess.face import track_face
+    from echo_cli.train.data import identity_vector
+
+    tr = track_face(path, fps=FPS)
+    af = audio_features(read_audio(path), FPS, whisper=False, n_frames=tr.n_frames)
+    u = prepare_user(tr, af, space, FPS)
+    return Y.DyadClip(path.stem, "speech", u["motion"], u["neutral"], identity_vector(space, u["neutral"]),
+                      af.mel.astype(np.float32), u["audio"], af.vad.astype(bool), u["signals"].smile,
+                      u["behaviour"], [w.text for w in u["windows"]])
+
+
+@pytest.fixture(scope="module")
+def real_clips(shared_data, space, tmp_path_factory):
+    import os
+    old = os.environ.get("ECHO_CACHE_DIR")
+    os.environ["ECHO_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        speech = [_speech_clip(shared_data / "clips" / "d11.mp4", space)]
+        silent = [Y.prepare_silent(shared_data / "clips" / f"{n}.mp4", space, "mel") for n in ("s29", "s32")]
+    finally:
+        if old is None:
+            os.environ.pop("ECHO_CACHE_DIR", None)
+        else:
+            os.environ["ECHO_CACHE_DIR"] = old
+    return speech, silent
+
+
+def test_batcher_on_real_clips(real_clips, space):
+    speech, silent = real_clips
+    stats = {"motion_mean": np.zeros(space.dim, np.float32), "motion_std": np.ones(space.dim, np.float32)}
+    b = Y.DyadicBatcher(speech, silent, t_prev=4, window=20, history=10, stats=stats,
+                        sdir=Y.smile_direction(space), mouth=space.regions["mouth"], p_listen=0.5)
+    out = b.sample(np.random.default_rng(0), 16)
+    assert out["motion"].shape == (16, 24, space.dim) and out["u_motion"].shape == (16, 34, space.dim)
+    assert out["u_audio"].shape == (16, 34, 82) and out["u_beh"].shape == (16, 34, 384)
+    assert out["audio"].shape == (16, 24, 80) and len(out["emotion"]) == 16
+    assert 0 < out["listening"].mean() < 1
+    # listening windows: avatar audio is silence; speaking windows: real speech
+    lis = out["listening"]
+    assert out["audio"][lis].std(axis=1).max() < 1e-5 < out["audio"][~lis].std(axis=1).mean()
+
+
+def test_stage2_trains_and_writes_a_joint_checkpoint(real_clips, space, tmp_path):
+    from echo_cli.model.checkpoint import load_checkpoint, save_generator
+    from echo_cli.model.generator import EchoGenerator, layout_from_motion_space, make_config
+    from echo_cli.train import common, stage2
+
+    speech, silent = real_clips
+    torch.manual_seed(0)
+    g = EchoGenerator(make_config("micro", layout_from_motion_space(space), audio_input="mel"))
+    save_generator(tmp_path / "init", g)
+    cfg = stage2.Stage2Config(window=16, t_prev=4, history=8, batch=4, lcu={"dim": 16, "depth": 1})
+    loop = common.LoopConfig(steps=3, lr=1e-3, warmup=1, log_every=1, ckpt_every=3)
+    s = stage2.run(out=tmp_path / "run", init_checkpoint=tmp_path / "init.safetensors", config=cfg,
+                   loop=loop, clips=(speech, silent), space=space)
+    tensors, conf = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert any(k.startswith("lcu.") for k in tensors) and any(k.startswith("generator.") for k in tensors)
+    assert conf["lcu"]["ctx_dim"] == conf["generator"]["user_dim"]
+    gen, lcu, _ = stage2.load_stage2(tmp_path / "run" / "model.safetensors")
+    # the LCU was trained: its weights moved away from the fresh ones
+    moved = any(not torch.equal(v, tensors[f"lcu.{k}"]) for k, v in type(lcu)(lcu.cfg).state_dict().items()
+                if v.dtype.is_floating_point)
+    assert moved and s["final"]["step"] == 3
+    res = Y.evaluate(gen, lcu, space, clips=(speech, silent), n=60, seeds=(0,))
+    for k in ("mouth_std_ratio", "reaction_smile_win_rate", "emotion_happy_gt_sad_rate", "follow_rate", "sid"):
+        assert k in res
