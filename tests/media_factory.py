@@ -363,3 +363,10 @@ def wait_for(pred, timeout: float = 60.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def model_missing_render(job) -> dict:
+    """Every job fails like a build without a checkpoint (a batch-wide, not per-job, error)."""
+    from echo_cli.errors import ModelError
+
+    raise ModelError("checkpoint not found", path="/nowhere/default.safetensors", fix="install the checkpoint")

@@ -473,9 +473,10 @@ def bad_dialogue_row(tmp: Path, rid: str, image: Path, audio: Path) -> dict:
 
 
 def cli_batch(manifest: Path, *args: str, env=None) -> subprocess.Popen:
+    """`echo-cli batch` with the test's own cache folder (the cache the kills hit is the one checked)."""
+    e = {**os.environ, "ECHO_CACHE_DIR": str(manifest.parent / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.Popen(mf.cli_cmd("batch", str(manifest), "--allow-outside", *args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-                            cwd=str(manifest.parent))
+                            stderr=subprocess.PIPE, text=True, env=e, cwd=str(manifest.parent))
 
 
 def mixed_bad_rows(tmp: Path, n: int) -> list[dict]:
@@ -507,7 +508,7 @@ def test_real_mixed_batch_with_sigkills_then_rerun(tmp_path):
     m = real_manifest(tmp_path, 20, mixed_bad_rows(tmp_path, 10))
     rng = random.Random(11)
     kills = 0
-    for round_ in range(3):                         # several interrupted runs, each with kills
+    for _round in range(3):                         # several interrupted runs, each with kills
         p = cli_batch(m, "--workers", "2", "--retries", "0", "--skip-invalid")
         try:
             for _ in range(2):
@@ -548,6 +549,13 @@ def test_real_mixed_batch_with_sigkills_then_rerun(tmp_path):
             assert not job.output.exists()
     assert leftovers(tmp_path / "out") == []
     assert not list((tmp_path / "out").glob("*.echo.lock"))
+    # the cache the kills hit is consistent: a job re-rendered from it comes out whole
+    victim = next(j for j in m_ok.jobs if j.id == "real07")
+    victim.output.unlink()
+    p = cli_batch(m, "--workers", "1", "--skip-invalid")
+    out, err = p.communicate(timeout=1200)
+    assert p.returncode == 8, err[-3000:]
+    assert J.is_done(victim.output, J.job_hash(victim)) and mf.valid_video(victim.output)
 
 
 def test_real_bad_rows_are_reported_and_good_jobs_complete(tmp_path):
@@ -584,3 +592,15 @@ def test_real_shards_cover_every_job_once(tmp_path):
     done = sorted(x["id"] for x in reports(tmp_path) if x.get("status") == "done")
     assert done == [f"real{i:02d}" for i in range(6)]
     assert_complete(tmp_path, m)
+
+
+def test_batch_wide_model_error_stops_the_batch(tmp_path):
+    """No checkpoint: after two identical model errors the rest is not attempted; exit 5."""
+    m = small_manifest(tmp_path, 8)
+    r = run_batch_proc(tmp_path, m, workers=1, job_fn="media_factory:model_missing_render")
+    assert r.returncode == 5, r.stderr
+    assert "batch stopped" in r.stderr and "(fix:" in r.stderr
+    recs = [x for x in reports(tmp_path) if x["type"] == "job"]
+    assert len(recs) == 8 and all(x["status"] == "failed" for x in recs)
+    assert sum(x["attempts"] == 0 for x in recs) >= 5           # not attempted
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []

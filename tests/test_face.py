@@ -29,7 +29,7 @@ def data():
 def d12_track(data):
     from echo_cli.preprocess.face import track_face
 
-    return track_face(data / "clips" / "d12.mp4")
+    return track_face(data / "clips" / "d12.mp4", cache=False)       # the real tracker, not the cache
 
 
 # ---------------------------------------------------------------- real clips
@@ -97,7 +97,7 @@ def test_small_face_second_pass(data):
     raw = track_raw(data / "clips" / "s13.mp4")
     assert raw.n_crop > 0.9 * len(raw.detected)          # found by the zoomed pass
     assert raw.detected.mean() >= 0.99
-    tr = track_face(data / "clips" / "s13.mp4")
+    tr = track_face(data / "clips" / "s13.mp4", cache=False)
     face_w = tr.landmarks[..., 0].max(1) - tr.landmarks[..., 0].min(1)
     assert face_w.mean() < 0.2 * tr.width                # really a small face
     assert (crop.inside_fraction(tr.landmarks, tr.boxes) == 1.0).mean() >= 0.99
@@ -107,7 +107,7 @@ def test_small_face_second_pass(data):
 def test_portrait_image_is_one_frame(data, name):
     from echo_cli.preprocess.face import read_image, track_face
 
-    tr = track_face(data / "portraits" / name)
+    tr = track_face(data / "portraits" / name, cache=False)
     img = read_image(data / "portraits" / name)
     assert tr.n_frames == 1 and (tr.height, tr.width) == img.shape[:2]
     assert tr.detected[0] and crop.inside_fraction(tr.landmarks, tr.boxes)[0] == 1.0
@@ -122,7 +122,7 @@ def test_no_face_raises_input_error(tmp_path):
     from echo_cli.preprocess.face import track_face
 
     with pytest.raises(InputError) as e:
-        track_face(p)
+        track_face(p, cache=False)
     assert "no face" in e.value.one_line() and "cat.png" in e.value.one_line()
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from echo_cli.batch.manifest import load_manifest, parse_manifest_text
 from echo_cli.dialogue import DialogueSpec, load_dialogue
-from echo_cli.errors import EchoError, InputError, SpecError
+from echo_cli.errors import InputError, SpecError
 
 
 @pytest.fixture

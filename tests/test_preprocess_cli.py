@@ -158,6 +158,14 @@ def test_cache_settings_damage_and_hits(tmp_path, monkeypatch):
     assert not d["cached"]["face"] and np.allclose(d["face"].landmarks, a["face"].landmarks)
     e = preprocess_media(clip, cache=cache, whisper=False)
     assert e["cached"]["face"]
+    # track_face on a path shares the entries (and stores into a given cache)
+    from echo_cli.preprocess.face import track_face
+
+    hit = track_face(clip, cache=cache)
+    assert np.array_equal(hit.landmarks, e["face"].landmarks)
+    n_entries = len(list((tmp_path / "c" / "face").rglob("*.npz")))
+    track_face(clip, fps=12.5, cache=cache)                        # another fps: a new entry
+    assert len(list((tmp_path / "c" / "face").rglob("*.npz"))) == n_entries + 1
     # a disabled cache never hits
     assert not preprocess_media(clip, cache=False, whisper=False)["cached"]["face"]
 

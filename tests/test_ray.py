@@ -52,7 +52,8 @@ def test_ray_engine_real_renders(tmp_path):
     m = real_manifest(tmp_path, 4)
     r = subprocess.run(mf.cli_cmd("batch", str(m), "--engine", "ray", "--workers", "2", "--allow-outside"),
                        capture_output=True, text=True, timeout=1800, cwd=str(tmp_path),
-                       env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1"})
+                       env={**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "ECHO_CACHE_DIR": str(tmp_path / "cache"),
+                            "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert_complete(tmp_path, m)
     assert sorted(x["status"] for x in reports(tmp_path) if x["type"] == "job") == ["done"] * 4

@@ -85,7 +85,7 @@ CASES: list[Case] = [
     # -- output --------------------------------------------------------------------------
     Case("output_parent_is_file", "output", "output folder is a regular file", "one-line error before any model loads", "7"),
     Case("output_dir_readonly", "output", "output folder without write permission", "one-line error before any model loads", "7"),
-    Case("disk_full", "output", "file-size limit (RLIMIT_FSIZE 256 KiB) hit while writing", "one-line error: disk full; no partial file", "7"),
+    Case("disk_full", "output", "file-size limit (RLIMIT_FSIZE 16 KiB) hit while writing", "one-line error: disk full; no partial file", "7"),
     # -- checkpoints ---------------------------------------------------------------------
     Case("checkpoint_missing", "model", "checkpoint: a path that does not exist", "one-line error with the fix", "5"),
     Case("checkpoint_truncated", "model", "safetensors file cut to a third", "one-line error: truncated/corrupt checkpoint", "5"),
@@ -407,7 +407,7 @@ def b_readonly(tmp, b):
 
 def b_disk_full(tmp, b):
     s = simple(tmp, b)
-    limit = 256 << 10
+    limit = 16 << 10
     s.preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     s.env = {"ECHO_CACHE_DIR": str(tmp / "cache-small")}   # a fresh cache: the limit hits its writes too
     return s
@@ -527,7 +527,8 @@ def test_manifest_escape(tmp_path, base):
     (tmp_path / "in").mkdir()
     shutil.copy(base.speech, tmp_path / "in" / "a.wav")
     m = tmp_path / "m.jsonl"
-    m.write_text(json.dumps({"reference": "../../etc/hostname", "audio": "in/a.wav", "output": "o/a.mp4"}) + "\n"
+    shutil.copy(base.portrait, tmp_path.parent / f"{tmp_path.name}_outside.jpg")
+    m.write_text(json.dumps({"reference": f"../{tmp_path.name}_outside.jpg", "audio": "in/a.wav", "output": "o/a.mp4"}) + "\n"
                  + json.dumps({"reference": str(base.portrait), "audio": "in/a.wav", "output": "o/b.mp4"}) + "\n"
                  + json.dumps({"reference": "in/a.wav", "audio": "in/a.wav", "output": "/tmp/escape.mp4"}) + "\n")
     r = cli("batch", str(m))

@@ -102,7 +102,7 @@ def test_small_face_crop_and_paste_back(shared_data):
 
 
 def test_huge_reference_works_on_a_capped_crop(shared_data):
-    """An 8K-wide reference: the renderer works on a <= 768 px crop and pastes back at full size."""
+    """An 8K-wide reference: the renderer works on a <= 1024 px crop and pastes back at full size."""
     import cv2
 
     from echo_cli.preprocess.face import track_face
@@ -114,7 +114,7 @@ def test_huge_reference_works_on_a_capped_crop(shared_data):
     lm = lm_small * np.array([k, k, k], np.float32)
     r = MeshWarpRenderer()
     r.prepare(big, lm)
-    assert max(r.geom.size) <= 768 and r.geom.scale < 1
+    assert max(r.geom.size) <= 1024 and r.geom.scale < 1
     out = r.render(lm)
     assert out.shape == big.shape
     assert np.abs(out.astype(np.int16) - big).mean() < 2.0
@@ -172,3 +172,17 @@ def test_blink_covers_the_eye_with_skin(d12, renderer):
         dark_open = np.percentile(out_open[m].mean(1), 10)
         dark_closed = np.percentile(out[m].mean(1), 10)
         assert dark_closed > dark_open + 15, (dark_open, dark_closed)   # pupil/iris gone
+
+
+def test_paste_back_band_blend_equals_full_blend():
+    from echo_cli.render.paste import CropGeometry, paste_back
+
+    rng = np.random.default_rng(3)
+    full = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    g = CropGeometry(20, 10, 140, 110, 0.5)                   # 120 x 100 box rendered at 60 x 50
+    crop = rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)
+    m = feather_mask(120, 100, 8, (False, False, False, False))
+    a = paste_back(full, crop, g, m, feather=8)
+    b = paste_back(full, crop, g, m, feather=0)
+    assert np.abs(a.astype(int) - b).max() <= 1
+    assert np.array_equal(a[:10], full[:10]) and np.array_equal(a[:, :20], full[:, :20])

@@ -19,6 +19,7 @@ import importlib
 import inspect
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,21 @@ class _Null:
 @contextmanager
 def _null_progress(total=None, desc=""):
     yield _Null()
+
+
+# Cancellation: the CLI's SIGINT/SIGTERM handler raises KeyboardInterrupt *and* sets this
+# flag, because a library can swallow the exception (protobuf's C import does); the flag is
+# checked at every stage boundary and per frame, so the run still stops promptly.
+_CANCEL = threading.Event()
+
+
+def request_cancel() -> None:
+    _CANCEL.set()
+
+
+def check_cancel() -> None:
+    if _CANCEL.is_set():
+        raise KeyboardInterrupt
 
 
 def stage_module(stage: str):
@@ -221,6 +237,7 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     if spec.user is not None:
         jobs += [(k, p, backend) for k, p in (("user_video", spec.user.video), ("user_audio", spec.user.audio)) if p]
     for key, path, tr in jobs:
+        check_cancel()
         logger.info("preprocess %s: %s", key, path)
         out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr)
     if spec.transcript.source == "file":
@@ -283,6 +300,7 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
         with progress(n_frames, "render") as bar:
             with VideoWriter(tmp_video, settings.fps, crf=min(settings.crf, 12), preset="ultrafast") as w:
                 for f in frames:
+                    check_cancel()
                     w.write(f)
                     bar.advance(1)
         info = mux(tmp_video, audio, out_path, metadata, crf=settings.crf, preset=settings.encoder_preset,
@@ -313,10 +331,12 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
 
     @contextmanager
     def timed(name: str):
+        check_cancel()
         t0 = time.perf_counter()
         logger.debug("stage %s", name)
         yield
         timings[name] = round(time.perf_counter() - t0, 3)
+        check_cancel()
 
     with timed("spec"):
         spec = load_spec(spec_path, reference=reference, audio=audio, user_video=user_video,

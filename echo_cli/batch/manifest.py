@@ -196,7 +196,7 @@ def _read_csv(text: str, path: Path) -> list[tuple[int, Any]]:
                 continue
             row: dict[str, Any] = {}
             overrides: dict[str, Any] = {}
-            for k, v in zip(header, cells):
+            for k, v in zip(header, cells):     # short rows: missing cells are empty
                 v = v.strip()
                 if v == "" or k == "":
                     continue

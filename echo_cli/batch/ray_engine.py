@@ -41,7 +41,14 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
         import ray
     except ImportError as e:
         raise DependencyError("the Ray engine needs the 'ray' package", fix="pip install 'echo-cli[ray]'") from e
-    from echo_cli.batch.runner import _cleanup_after_death, _delay
+    from echo_cli.batch.runner import _Breaker, _cleanup_after_death, _delay
+
+    breaker = _Breaker()
+    outer_record = record
+
+    def record(r: JobResult) -> None:  # noqa: F811 - plus the batch-wide error breaker
+        outer_record(r)
+        breaker.see(r)
 
     if not jobs:
         return
@@ -65,9 +72,14 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while (waiting or in_flight) and not stop["n"]:
+            if breaker.error is not None and not in_flight:
+                break
             now = time.time()
-            due = [w for w in waiting if w[2] <= now]
-            waiting = [w for w in waiting if w[2] > now]
+            # at most --workers tasks in flight: the cluster's share, and a breaker that can act
+            room = max(1, opts.workers) - len(in_flight)
+            due = [w for w in waiting if w[2] <= now][:max(0, room)] if breaker.error is None else []
+            for w in due:
+                waiting.remove(w)
             for job, attempt, _ in due:
                 in_flight[remote.remote(job, opts.job_fn, ckpt, attempt)] = (job, attempt)
             if not in_flight:
@@ -90,6 +102,12 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
                     waiting.append((job, attempt + 1, time.time() + delay))
                 else:
                     record(res)
+        if breaker.error is not None and not stop["n"]:
+            summary.aborted = breaker.error
+            for job, attempt, _ in waiting:
+                outer_record(JobResult(job.id, job.line, job.index, str(job.output), status="failed", attempts=0,
+                                       finished=time.time(), error={**breaker.error, "message":
+                                                                    f"not attempted: {breaker.error.get('message')}"}))
         if stop["n"]:
             for ref, (job, attempt) in in_flight.items():
                 ray.cancel(ref, force=True)

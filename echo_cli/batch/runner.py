@@ -35,7 +35,7 @@ from echo_cli.batch.jobs import (JobFn, JobResult, WorkerCrashed, checkpoint_id,
 from echo_cli.batch.locks import LockBusy, OutputLock
 from echo_cli.batch.manifest import Job, Manifest
 from echo_cli.batch.shard import Shard
-from echo_cli.errors import Interrupted, PartialFailure, UsageError
+from echo_cli.errors import EchoError, Interrupted, PartialFailure, UsageError
 
 LOG = log.get("echo_cli.batch.runner")
 STOP_GRACE_S = 10.0
@@ -78,11 +78,14 @@ class BatchSummary:
     real_time_factor: float | None = None   # wall seconds per second of video produced (< 1: faster)
     report: str | None = None
     failures: list[dict] = field(default_factory=list)
+    aborted: dict | None = None             # the error that stopped the batch (model/dependency)
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return Interrupted.exit_code
+        if self.aborted:
+            return int(self.aborted.get("exit_code") or 1)
         return PartialFailure.exit_code if (self.failed or self.invalid) else 0
 
     def to_dict(self) -> dict:
@@ -247,7 +250,10 @@ class _Worker:
 
     def send(self, job: Job, attempt: int) -> None:
         self.current = (job, attempt)
-        self.conn.send((job, attempt))
+        try:
+            self.conn.send((job, attempt))
+        except OSError:
+            pass            # died just now: the sentinel reports it and the job counts as crashed
 
     def stop(self) -> None:
         try:
@@ -271,6 +277,30 @@ class _Stop:
         if self.requested == 1:
             LOG.warning("%s: finishing nothing new; stopping in-flight jobs (again to kill now)",
                         signal.Signals(signum).name)
+
+
+class _Breaker:
+    """Stops a batch that cannot succeed: when two jobs in a row fail with the same model or
+    dependency error (no checkpoint, no ffmpeg), every other job would fail the same way after
+    paying for its preprocessing. Bad input never trips it (that is per job)."""
+
+    def __init__(self, threshold: int = 2):
+        self.threshold = threshold
+        self.key: tuple | None = None
+        self.count = 0
+        self.error: dict | None = None
+
+    def see(self, r: JobResult) -> None:
+        e = r.error or {}
+        if r.status == "failed" and e.get("kind") in ("model", "dependency"):
+            key = (e.get("kind"), e.get("message"), e.get("path"))
+            self.count = self.count + 1 if key == self.key else 1
+            self.key = key
+            if self.count >= self.threshold and self.error is None:
+                self.error = dict(e)
+                LOG.error("stopping the batch: %d jobs in a row failed with: %s", self.count, e.get("message"))
+        elif r.status in ("done", "failed"):
+            self.key, self.count = None, 0
 
 
 def _delay(opts: BatchOptions, attempt: int) -> float:
@@ -354,6 +384,14 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
         report.summary(summary)
         report.close()
         progress.close()
+    if summary.aborted:
+        a = summary.aborted
+        err = EchoError(f"batch stopped: every job would fail: {a.get('message')} "
+                        f"({summary.failed} job(s) failed or not attempted)", path=a.get("path"),
+                        fix=a.get("fix") or "run `echo-cli doctor`")
+        err.exit_code = int(a.get("exit_code") or 1)
+        err.kind = a.get("kind") or "error"
+        raise err
     if summary.interrupted:
         raise Interrupted(f"stopped after {summary.done} done, {summary.interrupted} in flight discarded",
                           path=manifest.path, fix="rerun the same command to finish the remaining jobs")
@@ -386,16 +424,25 @@ def _run_local(jobs: list[Job], opts: BatchOptions, record: Callable[[JobResult]
         spawned += 1
         return _Worker(ctx, f"{socket.gethostname()}:w{spawned}", job_fn_ref, ckpt, threads, warm)
 
+    breaker = _Breaker()
+    outer_record = record
+
+    def record(r: JobResult) -> None:  # noqa: F811 - the batch's record, plus the breaker
+        outer_record(r)
+        breaker.see(r)
+
     try:
         workers = [spawn() for _ in range(n_workers)]
         pending = len(jobs)
         while pending > 0:
             if stop.requested:
                 break
+            if breaker.error is not None and not any(w.current for w in workers):
+                break
             now = time.time()
             # dispatch
             for w in workers:
-                if w.ready and w.current is None and queue:
+                if w.ready and w.current is None and queue and breaker.error is None:
                     for _ in range(len(queue)):
                         job, attempt, not_before = queue[0]
                         if not_before <= now:
@@ -447,6 +494,13 @@ def _run_local(jobs: list[Job], opts: BatchOptions, record: Callable[[JobResult]
                         workers.append(spawn())
         if stop.requested:
             _interrupt(workers, queue, record, stop)
+        elif breaker.error is not None:
+            summary.aborted = breaker.error
+            for job, attempt, _ in queue:
+                outer_record(JobResult(job.id, job.line, job.index, str(job.output), status="failed",
+                                       attempts=0, finished=time.time(),
+                                       error={**breaker.error, "message": f"not attempted: {breaker.error.get('message')}"}))
+            queue.clear()
     finally:
         for w in workers:
             w.stop()

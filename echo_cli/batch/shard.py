@@ -38,7 +38,7 @@ class Shard:
             raise UsageError(f"shard {self.index}/{self.count} is out of range",
                              fix="use i/n with 0 <= i < n, e.g. --shard 0/4")
 
-    def select(self, items: Sequence[T], key=lambda x: getattr(x, "index")) -> list[T]:
+    def select(self, items: Sequence[T], key=lambda x: x.index) -> list[T]:
         return [x for x in items if key(x) % self.count == self.index]
 
     @property

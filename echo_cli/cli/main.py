@@ -153,18 +153,24 @@ _TERMINATED = False
 
 
 def _sigterm_unwinds() -> None:
-    """SIGTERM (render farms, `kill`) unwinds like Ctrl-C: temp files removed, exit 130."""
+    """SIGINT and SIGTERM (render farms, `kill`) unwind the same way: KeyboardInterrupt, temp
+    files removed, exit 130. The render API's cancel flag is set too, so a library that
+    swallows the exception (protobuf's C import does) cannot make us carry on."""
     import signal
     import threading
 
     def handler(signum, frame):
-        # KeyboardInterrupt (a BaseException): no `except Exception` in a library swallows it
         global _TERMINATED
-        _TERMINATED = True
+        _TERMINATED = _TERMINATED or signum == signal.SIGTERM
+        api = sys.modules.get("echo_cli.api.render")
+        if api is not None:
+            api.request_cancel()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:   # respect `nohup`/background ignores
+                signal.signal(sig, handler)
 
 
 def _quiet_native_logs() -> None:

@@ -66,7 +66,7 @@ class SyncNetConfig:
     n_mels: int = 40                # mel bands of the audio tower
     n_points: int = len(LIP_POINTS)  # lip/jaw landmarks, x and y each
     hidden: int = 48                # conv channels in each tower
-    dropout: float = 0.2            # after each conv block: ~200 s of data is easy to memorise
+    dropout: float = 0.0            # after each conv block (0: no dropout layer at all)
     embed: int = 64                 # embedding size (unit norm)
     max_lag: int = 15               # offsets searched at scoring time (frames at 25 fps)
 
@@ -179,7 +179,7 @@ def _build(cfg: SyncNetConfig):
             layers, c = [], c_in
             for st in strides:
                 layers += [nn.Conv1d(c, cfg.hidden, 3, stride=st, padding=1), nn.BatchNorm1d(cfg.hidden),
-                           nn.GELU(), nn.Dropout(cfg.dropout)]
+                           nn.GELU()] + ([nn.Dropout(cfg.dropout)] if cfg.dropout > 0 else [])
                 c = cfg.hidden
                 length = (length + 2 - 3) // st + 1
             self.net = nn.Sequential(*layers)

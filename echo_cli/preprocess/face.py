@@ -468,15 +468,51 @@ def finish_track(raw: RawTrack, settings: TrackSettings = TrackSettings()) -> Fa
                      boxes=boxes, source=raw.source)
 
 
+def cache_settings(path: str | Path, fps: float | None, face_index: int | None,
+                   pick: tuple[float, float] | None, settings: TrackSettings,
+                   native_fps: float | None = None) -> dict:
+    """The settings that key a face track in the cache (shared with preprocess.pipeline)."""
+    if Path(path).suffix.lower() in IMAGE_EXTS:
+        out_fps = None
+    elif fps:
+        out_fps = float(fps)
+    else:
+        if native_fps is None:
+            from echo_cli.media.probe import probe
+
+            native_fps = probe(path).fps
+        out_fps = float(native_fps or 25.0)
+    return {"fps": out_fps, "face_index": face_index, "pick": pick, "track": settings.key()}
+
+
 def track_face(path_or_frames, fps: float | None = None, face_index: int | None = None,
                pick: tuple[float, float] | None = None,
-               settings: TrackSettings = TrackSettings()) -> FaceTrack:
+               settings: TrackSettings = TrackSettings(), cache=True) -> FaceTrack:
     """Track one face through a video, an image (T == 1) or frames (T, H, W, 3) RGB uint8.
 
     fps: resample the video to this rate (frames given directly are taken as at `fps`).
     face_index: with several faces, take the n-th from the left; pick: (x, y) in 0..1, the
     face nearest that point. Raises InputError when most frames have no face.
+    cache: for a file path, look the track up in (and store it into) the preprocessing
+    cache (True: the default cache, a preprocess.cache.Cache, or False) — the same entries
+    `echo-cli preprocess` and preprocess_media use.
     """
+    if cache is not False and isinstance(path_or_frames, (str, Path)) and Path(path_or_frames).is_file():
+        from echo_cli.errors import EchoError
+        from echo_cli.preprocess.cache import Cache, file_sha256
+
+        c = cache if isinstance(cache, Cache) else Cache()
+        try:
+            key = c.key("face", file_sha256(path_or_frames),
+                        cache_settings(path_or_frames, fps, face_index, pick, settings), TRACK_VERSION)
+        except EchoError:       # unreadable: let the tracker raise its own, clearer error
+            key = None
+        if key is not None:
+            track, _hit = c.get_or_compute(
+                "face", key, "npz", lambda: track_face(path_or_frames, fps, face_index, pick, settings, cache=False),
+                save_track, load_track, {"source": str(path_or_frames)})
+            track.source = str(path_or_frames)
+            return track
     raw = track_raw(path_or_frames, fps, face_index, pick, settings)
     if raw.n_crop:
         logger.info("%s: small face, %d frames found on the zoomed second pass", raw.source or "frames", raw.n_crop)

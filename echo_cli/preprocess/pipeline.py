@@ -81,13 +81,12 @@ def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | C
     # -- face -------------------------------------------------------------------------
     face = None
     if info.has_video or is_image:
-        settings = {"fps": None if is_image else out_fps, "face_index": opts.face_index,
-                    "pick": opts.pick, "track": opts.track.key()}
+        settings = F.cache_settings(path, None if is_image else out_fps, opts.face_index, opts.pick, opts.track)
         key = c.key("face", sha, settings, F.TRACK_VERSION)
         face, cached["face"] = c.get_or_compute(
             "face", key, "npz",
             lambda: F.track_face(path, fps=None if is_image else opts.fps, face_index=opts.face_index,
-                                 pick=opts.pick, settings=opts.track),
+                                 pick=opts.pick, settings=opts.track, cache=False),
             F.save_track, F.load_track, src_info)
         face.source = str(path)
 

@@ -35,7 +35,7 @@ class CropGeometry:
 
 
 def head_box(landmarks: np.ndarray, width: int, height: int, margin: float = 2.4,
-             max_work: int = 768) -> CropGeometry:
+             max_work: int = 1024) -> CropGeometry:
     """A box of side `margin` x the face extent around the face (hair, chin, some neck),
     clipped to the image; working scale so that its longer side is at most max_work."""
     lm = np.asarray(landmarks, np.float64)[:, :2]
@@ -69,8 +69,12 @@ def feather_mask(w: int, h: int, feather: int, touches: tuple[bool, bool, bool, 
 
 
 def paste_back(full: np.ndarray, crop_rgb: np.ndarray, geom: CropGeometry, mask: np.ndarray | None,
-               out: np.ndarray | None = None) -> np.ndarray:
-    """Blend a rendered crop (working resolution) into a copy of the full frame."""
+               out: np.ndarray | None = None, feather: int = 0) -> np.ndarray:
+    """Blend a rendered crop (working resolution) into a copy of the full frame.
+
+    mask: (h, w, 1) feather alpha or None (plain copy). Only the feather band (`feather` px
+    along each edge, 0 = the whole box) is blended in float; the inside is copied.
+    """
     import cv2
 
     out = full.copy() if out is None else out
@@ -80,7 +84,16 @@ def paste_back(full: np.ndarray, crop_rgb: np.ndarray, geom: CropGeometry, mask:
     region = out[geom.y0:geom.y1, geom.x0:geom.x1]
     if mask is None:
         region[...] = crop_rgb
+        return out
+    f = int(feather)
+    if f <= 0 or 2 * f >= min(cw, ch):
+        strips = [(slice(None), slice(None))]
     else:
-        blend = region.astype(np.float32) + mask * (crop_rgb.astype(np.float32) - region)
-        region[...] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+        region[f:-f, f:-f] = crop_rgb[f:-f, f:-f]
+        strips = [(slice(0, f), slice(None)), (slice(ch - f, ch), slice(None)),
+                  (slice(f, ch - f), slice(0, f)), (slice(f, ch - f), slice(cw - f, cw))]
+    for sy, sx in strips:
+        r = region[sy, sx].astype(np.float32)
+        blend = r + mask[sy, sx] * (crop_rgb[sy, sx].astype(np.float32) - r)
+        region[sy, sx] = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -49,7 +49,7 @@ RIGID_POINTS = tuple(sorted(set(R.NOSE_BRIDGE) | set(R.EYE_OUTER_CORNERS) | set(
 @dataclass(frozen=True)
 class WarpSettings:
     margin: float = 2.0            # head box side / face extent
-    max_work: int = 768            # longest side of the working crop (pixels)
+    max_work: int = 1024           # longest side of the working crop (pixels)
     n_extra: int = 40              # extra mesh vertices (farthest-point sample of the other landmarks)
     ring_scale: float = 1.4        # ring radius / face-oval radius
     ring_follow_top: float = 0.85  # how much of the head motion the ring follows above the eyes
@@ -161,8 +161,10 @@ class MeshWarpRenderer(Renderer):
         area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) * 0.5
         self.tri = tri[area > 1e-4].astype(np.int64)                       # (n_tri, 3)
         self.ref_tri = self.ref_pts[self.tri]                               # (n_tri, 3, 2)
-        # depth per vertex kind: ring and frame behind every face point
         self.n_mesh = len(self.mesh_idx)
+        # rows of the mesh vertices the ring's similarity motion is fitted on
+        self._rigid_rows = np.array([int(np.flatnonzero(self.mesh_idx == i)[0])
+                                     for i in RIGID_POINTS if i in self.mesh_idx])
         # index/map grid at map_scale, coordinates in working pixels (pixel centres)
         ms = self.s.map_scale if min(ww, wh) >= 192 else 1.0
         self.map_size = (max(2, int(round(ww * ms))), max(2, int(round(wh * ms))))
@@ -182,9 +184,10 @@ class MeshWarpRenderer(Renderer):
         self.full_crop = (g.x0 == 0 and g.y0 == 0 and g.x1 == W and g.y1 == H)
         touches = (g.x0 == 0, g.y0 == 0, g.x1 == W, g.y1 == H)
         self.mask = None
+        self.feather_px = 0
         if g.scale != 1.0 and not self.full_crop:
-            self.mask = feather_mask(g.x1 - g.x0, g.y1 - g.y0,
-                                     int(self.s.feather * max(g.x1 - g.x0, g.y1 - g.y0)), touches)
+            self.feather_px = max(1, int(self.s.feather * max(g.x1 - g.x0, g.y1 - g.y0)))
+            self.mask = feather_mask(g.x1 - g.x0, g.y1 - g.y0, self.feather_px, touches)
         self._ready = True
         logger.debug("prepared %dx%d reference: box %s, work %dx%d, %d vertices, %d triangles",
                      W, H, (g.x0, g.y0, g.x1, g.y1), ww, wh, len(self.ref_pts), len(self.tri))
@@ -194,9 +197,8 @@ class MeshWarpRenderer(Renderer):
         """Target mesh vertices (n, 2) in working pixels and their depth (n,)."""
         tl = np.asarray(target_landmarks, np.float64)
         tw = (tl[:, :2] - [self.geom.x0, self.geom.y0]) * self.geom.scale
-        ref_w = self.ref_pts[: self.n_mesh]
-        rig = [int(np.flatnonzero(self.mesh_idx == i)[0]) for i in RIGID_POINTS if i in self.mesh_idx]
-        sim = _similarity_2d(ref_w[rig], tw[self.mesh_idx[rig]])
+        rig = self._rigid_rows
+        sim = _similarity_2d(self.ref_pts[rig], tw[self.mesh_idx[rig]])
         moved = self.ring_ref @ sim[:, :2].T + sim[:, 2]
         ring = self.ring_ref + self.ring_follow[:, None] * (moved - self.ring_ref)
         pts = np.concatenate([tw[self.mesh_idx], ring, self.border])
@@ -258,4 +260,4 @@ class MeshWarpRenderer(Renderer):
         crop = self.render_crop(target_landmarks)
         if self.full_crop and self.geom.scale == 1.0:
             return crop
-        return paste_back(self.reference, crop, self.geom, self.mask)
+        return paste_back(self.reference, crop, self.geom, self.mask, feather=self.feather_px)

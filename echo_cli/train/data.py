@@ -129,11 +129,16 @@ def _word_timings(wave: np.ndarray):
     except Exception as e:  # DependencyError or import failure: no phonetic prior for this clip
         LOG.warning("no word timings (%s)", e)
         return []
-    segs, _ = model.transcribe(wave, word_timestamps=True, beam_size=1, vad_filter=False)
+    # greedy, no temperature fallback, no conditioning on previous text: bounded time even on
+    # clips where Whisper would otherwise loop (we saw a 5 s clip take > 10 min)
+    # language fixed to English: on a short clip language detection can pick Welsh and loop
+    segs, _ = model.transcribe(wave, word_timestamps=True, beam_size=1, vad_filter=False, temperature=0.0,
+                               condition_on_previous_text=False, language="en")
     words = []
     for s in segs:
         for w in (s.words or []):
-            words.append(Word(text=w.word.strip(), start=float(w.start), end=float(w.end)))
+            if w.end > w.start:
+                words.append(Word(text=w.word.strip(), start=float(w.start), end=float(w.end)))
     return words
 
 
@@ -286,6 +291,8 @@ if __name__ == "__main__":   # python -m echo_cli.train.data  (fills the cache)
 
     log.setup(0)
     clips = load_clips(names=sys.argv[1:] or None)
+    if not sys.argv[1:]:
+        clips += audio_only_items()
     for c in clips:
         print(c.name, c.speaker, c.n_frames, None if c.whisper is None else c.whisper.shape,
               int((c.visemes >= 0).sum()))

@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--synthetic", action="store_true", help="tiny synthetic data (tests of the machinery)")
     p.add_argument("--set", action="append", default=[], help="Stage1Config field=value (ablations), repeatable")
     a = p.parse_args(argv)
@@ -306,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
         typ = type(getattr(cfg, k))
         over[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
     cfg = replace(cfg, **over)
-    loop = common.LoopConfig(log_every=1, ckpt_every=2, warmup=2) if a.synthetic else None
+    loop = common.LoopConfig(log_every=1, ckpt_every=2, warmup=2) if a.synthetic else common.LoopConfig()
+    if a.lr:
+        loop = replace(loop, lr=a.lr)
     run(a.data, a.out, a.steps, a.seed, a.resume, a.preset, cfg, clips=clips, audio_only=[], loop=loop)
 
 
