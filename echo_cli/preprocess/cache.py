@@ -20,7 +20,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from echo_cli import __version__, log
 from echo_cli.errors import EchoError
@@ -131,6 +131,7 @@ class Cache:
         if not self.enabled:
             return data
         data.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_temps(data.parent, key)
         save(data)
         m = {"stage": stage, "key": key, "sha256": _bytes_sha256(data), "created": time.time(),
              "tools": self._versions.get(stage, {}), **(info or {})}
@@ -142,6 +143,18 @@ class Cache:
         except OSError:
             pass
         return data
+
+    @staticmethod
+    def _sweep_temps(folder: Path, key: str, min_age_s: float = 600.0) -> None:
+        """Temp files of this key left by a killed run (SIGKILL skips the cleanup); only old
+        ones, so a parallel writer's live temp file is never touched."""
+        now = time.time()
+        for t in folder.glob(f".{key}.*.part*"):
+            try:
+                if now - t.stat().st_mtime > min_age_s:
+                    t.unlink()
+            except OSError:
+                pass
 
     def get_or_compute(self, stage: str, key: str, ext: str, compute: Callable[[], T],
                        save: Callable[[T, Path], None], load: Callable[[Path], T],

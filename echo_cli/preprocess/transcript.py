@@ -27,7 +27,7 @@ import numpy as np
 
 from echo_cli import log
 from echo_cli.errors import DependencyError, InputError
-from echo_cli.schema import SAMPLE_RATE, Transcript, Word
+from echo_cli.schema import Transcript, Word
 
 logger = log.get("echo_cli.preprocess.transcript")
 

@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     loop = common.LoopConfig(log_every=1, ckpt_every=2, warmup=2) if a.synthetic else common.LoopConfig()
     if a.lr:
         loop = replace(loop, lr=a.lr)
-    run(a.data, a.out, a.steps, a.seed, a.resume, a.preset, cfg, clips=clips, audio_only=[], loop=loop)
+    run(a.data, a.out, a.steps, a.seed, a.resume, a.preset, cfg, clips=clips,
+        audio_only=[] if a.synthetic else None, loop=loop)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,457 @@
+"""`echo-cli bench end-to-end`: a real 2-speaker dialogue rendered as `echo-cli render` does,
+cold cache and warm cache, per stage, against the plain-encode floor of the same run.
+
+    echo-cli bench end-to-end --doc docs/performance_e2e.md
+    echo-cli bench end-to-end --set preset=draft --set seconds=60 --set cache=cold --no-doc
+    echo-cli bench end-to-end --quick              # draft preset, cold + warm, 256 px
+
+What one run measures:
+  startup   `echo-cli --help` wall time (best and median of 5 fresh processes)
+  cold      a render in a fresh process with an empty ECHO_CACHE_DIR: every input is new,
+            so face tracking, audio features and transcription run (the Whisper model is
+            joined beforehand: that is an install step, not work on new inputs)
+  warm      the same render again in a fresh process on that cache
+  floor     a plain decode + H.264 encode (libx264, the preset's encoder settings) of the
+            same number of frames at the output's size: the user clip decoded by ffmpeg,
+            scaled, piped through the project's VideoWriter (bench.common.encode_frames)
+Each render runs in its own process (`python -m echo_cli.bench.end_to_end worker ...`,
+which calls api.render.render exactly like `echo-cli render`), so imports and model
+loads are counted, and its peak memory is the RSS of that process tree (bench.memory).
+
+Per-stage times: render() times coarse stages (preprocess, model, audio, generate+render+
+encode); the worker splits them by wrapping the stage functions with timers (no change in
+what runs): each call's *exclusive* time is charged to its stage (time in a nested stage
+is charged to the nested one), and a generator's time is the time spent inside its
+next() calls. Stages: decode (video + audio), face track, transcription, audio features,
+LCU (user context + turn emotions), generation, rendering, layout (side-by-side), encoding
+(time the pipeline waits on the libx264 pipe), muxing; what no stage claims is "other"
+(glue, cache I/O, model load, imports: each named in the table).
+
+Options (--set key=value): data=DIR, spec=dialogue.yaml (default: built from the data like
+samples/real_dialogue.yaml), preset=NAME (default "default"), size=PX (or --sizes 512),
+cache=both|cold|warm, seconds=S (loop the dialogue's real media to S seconds, built by
+bench/longform.py with a looped user video), user=video|audio, repeats=N (--help timings).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import types
+from collections import defaultdict
+from pathlib import Path
+
+from echo_cli import log
+
+logger = log.get("echo_cli.bench.end_to_end")
+
+# Stage -> functions whose (exclusive) time is charged to it: (module, attribute path).
+STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "decode": (("echo_cli.media.video_io", "iter_frames"), ("echo_cli.media.video_io", "read_image"),
+               ("echo_cli.preprocess.face", "read_image"), ("echo_cli.preprocess.face", "_iter_video_frames_av"),
+               ("echo_cli.media.audio_io", "load_audio"), ("echo_cli.features.audio", "read_audio")),
+    "face track": (("echo_cli.preprocess.face", "track_face"),),
+    "transcription": (("echo_cli.preprocess.transcript", "transcribe"),),
+    "audio features": (("echo_cli.features.audio", "audio_features"),),
+    "LCU": (("echo_cli.lcu.model", "conditioning"), ("echo_cli.lcu.model", "user_context"),
+            ("echo_cli.lcu.model", "prepare_user"), ("echo_cli.lcu.model", "emotion_track")),
+    "model load": (("echo_cli.api.render", "load_model"),),
+    "generation": (("echo_cli.generate.engine", "generate"),),
+    "rendering": (("echo_cli.render.warp", "MeshWarpRenderer.prepare"),
+                  ("echo_cli.render.warp", "MeshWarpRenderer.render")),
+    "layout": (("echo_cli.media.mux", "side_by_side"),),
+    "encoding": (("echo_cli.media.video_io", "VideoWriter.write"), ("echo_cli.media.video_io", "VideoWriter.close")),
+    "muxing": (("echo_cli.media.mux", "mux"),),
+}
+STAGES = tuple(STAGE_POINTS) + ("other",)
+RENDER_SIDE = ("rendering", "layout", "encoding", "muxing")   # compared with the floor
+
+
+# ---------------------------------------------------------------------------------------
+# Stage profiler (runs inside the worker process)
+# ---------------------------------------------------------------------------------------
+class StageProfiler:
+    """Charge each wrapped call's exclusive wall time to its stage (per thread)."""
+
+    def __init__(self) -> None:
+        self.exclusive: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._tls = threading.local()
+        self._undo: list[tuple[object, str, object]] = []
+        self.missing: list[str] = []
+
+    def _stack(self) -> list:
+        s = getattr(self._tls, "stack", None)
+        if s is None:
+            s = self._tls.stack = []
+        return s
+
+    def _enter(self, stage: str) -> None:
+        self._stack().append([stage, time.perf_counter(), 0.0])
+
+    def _exit(self) -> None:
+        stack = self._stack()
+        stage, t0, child = stack.pop()
+        el = time.perf_counter() - t0
+        self.exclusive[stage] += el - child
+        self.calls[stage] += 1
+        if stack:
+            stack[-1][2] += el
+
+    def _timed_iter(self, stage: str, it):
+        try:
+            while True:
+                self._enter(stage)
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                finally:
+                    self._exit()
+                yield item
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def wrap(self, stage: str, fn):
+        prof = self
+
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            prof._enter(stage)
+            try:
+                res = fn(*a, **k)
+            finally:
+                prof._exit()
+            if isinstance(res, types.GeneratorType):
+                return prof._timed_iter(stage, res)
+            return res
+
+        timed.__echo_stage__ = stage
+        return timed
+
+    def install(self, points: dict = STAGE_POINTS) -> "StageProfiler":
+        """Wrap every stage function, in its module and wherever it was imported by name."""
+        import importlib
+
+        for stage, targets in points.items():
+            for mod_name, attr in targets:
+                try:
+                    mod = importlib.import_module(mod_name)
+                except Exception as e:     # a stage module not in this build: its stage reads 0
+                    self.missing.append(f"{mod_name}: {e.__class__.__name__}")
+                    continue
+                owner, name = mod, attr
+                if "." in attr:
+                    cls_name, name = attr.split(".", 1)
+                    owner = getattr(mod, cls_name, None)
+                orig = getattr(owner, name, None) if owner is not None else None
+                if orig is None:
+                    self.missing.append(f"{mod_name}.{attr}")
+                    continue
+                if getattr(orig, "__echo_stage__", None):
+                    continue
+                wrapped = self.wrap(stage, orig)
+                self._set(owner, name, wrapped)
+                if owner is mod:           # `from module import fn` copies elsewhere
+                    for other in list(sys.modules.values()):
+                        if other is mod or not getattr(other, "__name__", "").startswith("echo_cli"):
+                            continue
+                        for k, v in list(vars(other).items()):
+                            if v is orig:
+                                self._set(other, k, wrapped)
+        return self
+
+    def _set(self, owner, name: str, value) -> None:
+        self._undo.append((owner, name, owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name)))
+        setattr(owner, name, value)
+
+    def uninstall(self) -> None:
+        for owner, name, value in reversed(self._undo):
+            setattr(owner, name, value)
+        self._undo.clear()
+
+    def result(self, total: float) -> dict:
+        stages = {s: round(self.exclusive.get(s, 0.0), 3) for s in STAGE_POINTS}
+        stages["other"] = round(max(0.0, total - sum(stages.values())), 3)
+        return {"stages": stages, "calls": dict(self.calls), "missing": self.missing}
+
+
+def worker(spec: str, out: str, preset: str | None = None, size: int | None = None) -> dict:
+    """One instrumented render (in this process); writes the result JSON to `out`."""
+    t_start = time.perf_counter()
+    try:
+        import psutil
+
+        since_exec = time.time() - psutil.Process().create_time()
+    except Exception:
+        since_exec = None
+    from echo_cli.api.render import render
+    from echo_cli.errors import EchoError
+
+    prof = StageProfiler().install()
+    t0 = time.perf_counter()
+    rec: dict = {"spec": spec, "preset": preset, "size": size, "profiler_install_s": round(t0 - t_start, 3),
+                 "startup_s": round(since_exec, 3) if since_exec is not None else None}
+    try:
+        res = render(spec, preset=preset, overrides={"size": size} if size else None)
+        ok = True
+    except EchoError as e:
+        res, ok = {"error": e.to_dict()}, False
+        rec["error_line"] = e.one_line()
+    except Exception as e:   # noqa: BLE001 - recorded, the bench reports it
+        res, ok = {"error": f"{e.__class__.__name__}: {e}"}, False
+        rec["error_line"] = f"{e.__class__.__name__}: {e}"
+    total = time.perf_counter() - t0
+    prof.uninstall()
+    rec.update({"ok": ok, "render_s": round(total, 3), "profile": prof.result(total),
+                "render_timings": res.get("timings", {}),
+                **{k: res.get(k) for k in ("output", "duration", "frames", "fps", "width", "height", "settings")}})
+    try:
+        import cv2
+        import torch
+
+        rec["threads"] = {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
+                          "cv2": cv2.getNumThreads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    except Exception:
+        pass
+    from echo_cli.io_atomic import write_text
+
+    write_text(out, json.dumps(rec, indent=1, default=str) + "\n")
+    return rec
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements (the bench process)
+# ---------------------------------------------------------------------------------------
+def help_startup(repeats: int = 5) -> dict:
+    """Wall time of `echo-cli --help` in fresh processes (the installed entry point when
+    present, else `python -m echo_cli`)."""
+    exe = Path(sys.executable).parent / "echo-cli"
+    cmd = [str(exe), "--help"] if exe.is_file() else [sys.executable, "-m", "echo_cli", "--help"]
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=60)
+        times.append(time.perf_counter() - t0)
+    return {"command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)),
+            "best_s": round(min(times), 3), "median_s": round(statistics.median(times), 3), "runs": len(times)}
+
+
+def default_spec(data: Path, work: Path) -> Path:
+    """samples/real_dialogue.yaml, with its media taken from `data` and its output in `work`."""
+    import yaml
+
+    from echo_cli.io_atomic import write_text
+
+    need = {"portrait": data / "portraits/d12.jpg", "audio": data / "audio/RD_Radio34_002.wav",
+            "user": data / "clips/d3.mp4"}
+    for p in need.values():
+        if not p.is_file():
+            from echo_cli.errors import InputError
+
+            raise InputError("benchmark media not found", path=p, fix="set --set data=DIR or ECHO_SHARED_DATA")
+    spec = {"version": 1,
+            "avatar": {"image": str(need["portrait"]), "audio": str(need["audio"])},
+            "user": {"video": str(need["user"])},
+            "turns": [{"speaker": "avatar", "start": 0.0, "end": 0.9},
+                      {"speaker": "avatar", "start": 1.5, "end": 4.4, "emotion": "calm"},
+                      {"speaker": "avatar", "start": 4.8, "end": 8.0, "emotion": "friendly"}],
+            "transcript": {"source": "whisperx"},
+            "output": {"path": str(work / "real_dialogue.mp4"), "audio_mix": "avatar", "layout": "side-by-side"},
+            "preset": "default", "seed": 7}
+    path = work / "real_dialogue.yaml"
+    write_text(path, "# samples/real_dialogue.yaml with absolute media paths (bench end-to-end)\n"
+               + yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def measured_render(spec: Path, cache: Path, preset: str, size: int, work: Path, label: str,
+                    env_extra: dict | None = None, timeout: float = 1800) -> dict:
+    from echo_cli.bench.memory import bench_env, run_measured
+
+    out_json = work / f"worker_{label}.json"
+    cmd = [sys.executable, "-m", "echo_cli.bench.end_to_end", "worker", str(spec), str(out_json),
+           "--preset", preset, "--size", str(size)]
+    stats = run_measured(cmd, env=bench_env(cache, env_extra), timeout=timeout)
+    rec = json.loads(out_json.read_text()) if out_json.is_file() else {"ok": False}
+    if not rec.get("ok"):
+        rec.setdefault("error_line", (rec.get("error_line") or stats.stderr_tail.strip().splitlines()[-1:] or
+                                      [f"worker exit {stats.rc}"]))
+        if isinstance(rec["error_line"], list):
+            rec["error_line"] = rec["error_line"][0] if rec["error_line"] else ""
+    rec.update({"label": label, "process_s": round(stats.wall_s, 3), "cpu_s": round(stats.cpu_s, 2),
+                "peak_mb": round(stats.peak_mb, 1), "max_child_rss_mb": round(stats.max_child_rss_mb, 1),
+                "rc": stats.rc, "timed_out": stats.timed_out})
+    return rec
+
+
+def floor(n_frames: int, size: tuple[int, int], fps: float, crf: int, preset: str, clip: Path) -> dict:
+    """Plain decode + H.264 encode of n frames at `size` (the user clip looped as needed)."""
+    import itertools
+
+    from echo_cli.bench.common import encode_frames
+    from echo_cli.media.video_io import iter_frames
+
+    def frames():
+        while True:
+            yield from iter_frames(clip, fps=fps, size=size)
+
+    t, n = encode_frames(itertools.islice(frames(), n_frames), size, fps, crf=crf, preset=preset)
+    return {"frames": n, "size": f"{size[0]}x{size[1]}", "seconds": round(t.seconds, 3), "cpu_s": round(t.cpu, 3),
+            "encoder": f"libx264 {preset} crf {crf}", "source": clip.name}
+
+
+def _opt(args, key: str, default=None):
+    return args.extra.get(key, default)
+
+
+def run(args) -> dict:
+    from echo_cli.bench.common import machine, markdown_table, report, shared_data
+    from echo_cli.config import resolve_settings
+
+    data = Path(_opt(args, "data") or shared_data() or "../shared/data")
+    preset = _opt(args, "preset", "draft" if args.quick else "default")
+    settings = resolve_settings(preset)
+    size = int(_opt(args, "size") or (args.sizes[0] if args.sizes else settings.size))
+    which = _opt(args, "cache", "both")
+    repeats = int(_opt(args, "repeats", 5))
+    seconds = float(_opt(args, "seconds", 0) or 0)
+    startup = help_startup(repeats)
+    with tempfile.TemporaryDirectory(prefix="echo-bench-e2e-") as td:
+        work = Path(td)
+        if _opt(args, "spec"):
+            spec = Path(_opt(args, "spec")).resolve()
+            workload = f"{spec}"
+        elif seconds:
+            from echo_cli.bench.longform import build_dialogue
+
+            user = _opt(args, "user", "video")
+            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset)
+            workload = (f"{seconds:g} s looped real media (bench/longform.py, user {user}): portrait d12.jpg "
+                        "speaking radio speech, user speech turns" + (" + looped clips/d3.mp4 face" if user == "video" else ""))
+        else:
+            spec = default_spec(data, work)
+            workload = ("samples/real_dialogue.yaml: portrait d12.jpg speaking RD_Radio34_002.wav (8 s), user "
+                        "clips/d3.mp4 (real listening face), side-by-side, WhisperX transcript")
+        cache = work / "cache"
+        runs = []
+        labels = {"both": ("cold", "warm"), "cold": ("cold",), "warm": ("cold", "warm")}[which]
+        for label in labels:
+            rec = measured_render(spec, cache, preset, size, work, label)
+            logger.info("%s: ok=%s %.1f s (render %.1f s), peak %.0f MB", label, rec.get("ok"), rec["process_s"],
+                        rec.get("render_s") or 0, rec["peak_mb"])
+            runs.append(rec)
+        if which == "warm":
+            runs = runs[1:]
+        ok_runs = [r for r in runs if r.get("ok")]
+        fl = None
+        if ok_runs:
+            r = ok_runs[-1]
+            clip = data / "clips/d3.mp4"
+            fl = floor(int(r["frames"]), (int(r["width"]), int(r["height"])), float(r["fps"] or settings.fps),
+                       settings.crf, settings.encoder_preset, clip)
+    rows = []
+    for r in runs:
+        dur = r.get("duration") or 0.0
+        st = (r.get("profile") or {}).get("stages", {})
+        row = {"run": r["label"], "ok": bool(r.get("ok")), "duration_s": dur, "frames": r.get("frames"),
+               "size": f"{r.get('width')}x{r.get('height')}" if r.get("ok") else "",
+               "process_s": r["process_s"], "render_s": r.get("render_s"),
+               "rtf": round(r["process_s"] / dur, 3) if dur else None,
+               "rtf_render": round(r["render_s"] / dur, 3) if dur and r.get("render_s") else None,
+               "fps": round(r["frames"] / r["process_s"], 2) if r.get("frames") else None,
+               "cpu_s": r["cpu_s"], "peak_mb": r["peak_mb"],
+               **{f"stage_{k}": v for k, v in st.items()},
+               "render_timings": r.get("render_timings"), "threads": r.get("threads"),
+               "error": r.get("error_line", "")}
+        if fl and r.get("ok"):
+            side = sum(st.get(k, 0.0) for k in RENDER_SIDE)
+            row.update({"render_side_s": round(side, 3), "floor_s": fl["seconds"],
+                        "render_side_vs_floor": round(side / max(fl["seconds"], 1e-9), 2)})
+        rows.append(row)
+    acceptance = _acceptance(rows, startup)
+    md = _markdown(rows, startup, fl, acceptance, args.command or "echo-cli bench end-to-end", workload,
+                   preset, size, machine())
+    extra = {"startup": startup, "floor": fl, "acceptance": acceptance, "workload": workload, "preset": preset,
+             "size": size, "runs": runs}
+    return report("end-to-end", args, rows, md, extra)
+
+
+def _acceptance(rows: list[dict], startup: dict) -> dict:
+    by = {r["run"]: r for r in rows if r["ok"]}
+    acc = {"help_under_0.5s": {"value": startup["median_s"], "pass": startup["median_s"] < 0.5}}
+    if "cold" in by:
+        acc["rtf_cold_le_0.5"] = {"value": by["cold"]["rtf"], "pass": by["cold"]["rtf"] <= 0.5}
+    if "warm" in by:
+        acc["rtf_warm_le_0.25"] = {"value": by["warm"]["rtf"], "pass": by["warm"]["rtf"] <= 0.25}
+    last = by.get("warm") or by.get("cold")
+    if last and "render_side_vs_floor" in last:
+        acc["render_encode_le_3x_floor"] = {"value": last["render_side_vs_floor"],
+                                            "pass": last["render_side_vs_floor"] <= 3.0}
+    return acc
+
+
+def _markdown(rows, startup, fl, acceptance, command, workload, preset, size, m) -> str:
+    from echo_cli.bench.common import markdown_table
+
+    lines = ["## End to end (`echo-cli bench end-to-end`)", "", f"Command: `{command}`", "",
+             f"Workload: {workload}; preset `{preset}`, {size} px. Each render is a fresh process "
+             "(imports and model loads included); cold = empty cache, warm = the same inputs again.", ""]
+    cols = [("run", "run"), ("ok", "ok"), ("duration_s", "video s"), ("frames", "frames"), ("size", "output"),
+            ("process_s", "wall s (process)"), ("render_s", "render() s"), ("rtf", "RTF"), ("fps", "frames/s"),
+            ("cpu_s", "CPU s"), ("peak_mb", "peak MB")]
+    lines += [markdown_table(rows, cols), ""]
+    stage_rows = []
+    for s in STAGES:
+        stage_rows.append({"stage": s, **{r["run"]: r.get(f"stage_{s}", "") for r in rows}})
+    stage_rows.append({"stage": "(imports, startup: process - render())",
+                       **{r["run"]: round(r["process_s"] - (r["render_s"] or 0), 3) for r in rows}})
+    lines += ["Seconds per stage (exclusive wall time):", "",
+              markdown_table(stage_rows, [("stage", "stage")] + [(r["run"], r["run"]) for r in rows]), ""]
+    if fl:
+        lines.append(f"Floor: plain decode + H.264 encode of {fl['frames']} frames at {fl['size']} "
+                     f"({fl['encoder']}, {fl['source']} looped): {fl['seconds']:.2f} s wall, {fl['cpu_s']:.2f} CPU s.")
+    lines.append(f"`echo-cli --help`: best {startup['best_s']:.3f} s, median {startup['median_s']:.3f} s "
+                 f"({startup['runs']} runs).")
+    lines += ["", "| acceptance | value | pass |", "|---|---|---|"]
+    for k, v in acceptance.items():
+        lines.append(f"| {k} | {v['value']} | {'yes' if v['pass'] else 'NO'} |")
+    errs = [f"{r['run']}: {r['error']}" for r in rows if not r["ok"]]
+    if errs:
+        lines += ["", "Failed runs: " + "; ".join(errs)]
+    lines += ["", f"Machine: {m['cpu']}, {m['affinity']} cores, load {m['load_1min']} (1-min average at the end), "
+                  f"ffmpeg {m['ffmpeg']}, git {m['git']}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="end-to-end bench worker / runner")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker", help="one instrumented render (used by the bench)")
+    w.add_argument("spec")
+    w.add_argument("out")
+    w.add_argument("--preset", default=None)
+    w.add_argument("--size", type=int, default=None)
+    a = ap.parse_args(argv)
+    if a.cmd == "worker":
+        from echo_cli import log as _log
+
+        _log.setup(0)
+        with contextlib.redirect_stdout(sys.stderr):
+            rec = worker(a.spec, a.out, a.preset, a.size)
+        sys.exit(0 if rec["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
