@@ -248,28 +248,25 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
 
 
 def load_model(spec):
+    """The checkpoint's generator + LCU + motion space (api.animate.Bundle), cached per process."""
     ckpt = Path(spec.checkpoint) if spec.checkpoint else default_checkpoint()
     if not ckpt.is_file():
         raise ModelError("checkpoint not found", path=ckpt,
-                         fix="train one with `echo-cli train`, set checkpoint: in the dialogue.yaml, "
-                             "or install a build that bundles echo_cli/checkpoints/default.safetensors")
-    module = stage_module("model")
-    loader = getattr(module, "load_checkpoint", None) or getattr(module, "load", None)
-    if loader is None:
-        raise ModelError("checkpoint loader missing in this build", fix="update echo-cli (issue 6)")
-    return loader(ckpt), ckpt
+                         fix="train one with `echo-cli train --recipe default`, set checkpoint: in the "
+                             "dialogue.yaml, or reinstall echo-cli (it bundles echo_cli/checkpoints/default.safetensors)")
+    stage_module("model")
+    from echo_cli.api.animate import load_bundle
+
+    return load_bundle(ckpt), ckpt
 
 
-def generate_frames(model, spec, settings: RenderSettings, pre: dict, tracks: dict) -> Iterator:
-    """Motion chunks from the generator, rendered to RGB frames (streaming)."""
-    engine = stage_module("generate")
-    renderer_mod = stage_module("render")
-    hook = getattr(engine, "render_frames", None)
-    if hook is None:
-        raise ModelError("generator/renderer wiring missing in this build (generate.engine.render_frames)",
-                         fix="update echo-cli (issues 5 and 6)")
-    return hook(model, spec=spec, settings=settings, pre=pre, tracks=tracks, seed=spec.seed,
-                renderer=renderer_mod)
+def generate_frames(model, spec, settings: RenderSettings, pre: dict, n_frames: int, ablate=()):
+    """Motion chunks from the generator, rendered to RGB frames (streaming): api.animate."""
+    stage_module("generate")
+    stage_module("render")
+    from echo_cli.api.animate import animate
+
+    return animate(model, spec, settings, pre, n_frames, seed=spec.seed, ablate=tuple(ablate))
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,9 +293,10 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="echo-render-", dir=_tmp_root(out_path)) as td:
         tmp_video = Path(td) / "video.mp4"
-        # near-lossless intermediate: the final encode (crf) happens once, in mux
+        # encoded once at the final quality: mux copies the stream when its length already
+        # matches the audio (it does: n_frames is derived from the audio), else re-encodes
         with progress(n_frames, "render") as bar:
-            with VideoWriter(tmp_video, settings.fps, crf=min(settings.crf, 12), preset="ultrafast") as w:
+            with VideoWriter(tmp_video, settings.fps, crf=settings.crf, preset=settings.encoder_preset) as w:
                 for f in frames:
                     check_cancel()
                     w.write(f)
@@ -321,11 +319,14 @@ def _tmp_root(out_path: Path) -> str | None:
 def render(spec_path: str | Path | None = None, *, output: str | Path | None = None, preset: str | None = None,
            seed: int | None = None, checkpoint: str | Path | None = None, overrides: dict | None = None,
            reference=None, audio=None, user_video=None, user_audio=None,
-           progress: Callable | None = None, dry_run: bool = False) -> dict:
+           progress: Callable | None = None, dry_run: bool = False, explain: bool = False,
+           ablate: tuple[str, ...] = ()) -> dict:
     """Render one dialogue. Returns {output, duration, frames, fps, settings, timings, ...}.
 
     overrides: RenderSettings keys from CLI flags (None values ignored). dry_run stops after
-    preflight (validates everything, writes nothing).
+    preflight (validates everything, writes nothing). explain: add the LAU turn emotions and
+    HBCU behaviour summaries used to the result ("explanation"). ablate: paper components to
+    switch off at inference ("lpe", "hbcu", "lau") for ablation studies.
     """
     timings: dict[str, float] = {}
 
@@ -364,10 +365,10 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     # Third-party libraries (pyannote, lightning, whisperx) print to stdout; keep stdout for
     # results (`--json` promises exactly one JSON object there) by sending their chatter to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        return _render_stages(spec, settings, infos, result, timed, progress)
+        return _render_stages(spec, settings, infos, result, timed, progress, explain, ablate)
 
 
-def _render_stages(spec, settings, infos, result, timed, progress) -> dict:
+def _render_stages(spec, settings, infos, result, timed, progress, explain=False, ablate=()) -> dict:
     with timed("preprocess"):
         pre = run_preprocess(spec, settings, infos)
     with timed("model"):
@@ -378,14 +379,19 @@ def _render_stages(spec, settings, infos, result, timed, progress) -> dict:
     metadata = {"model": Path(ckpt).stem, "checkpoint_sha256": _sha256_short(ckpt), "preset": spec.preset,
                 "seed": spec.seed, "tool_version": __version__, "fps": settings.fps, "size": settings.size,
                 "steps": settings.steps}
+    with timed("lcu"):
+        anim = generate_frames(model, spec, settings, pre, n_frames, ablate)
     with timed("generate+render+encode"):
-        frames = generate_frames(model, spec, settings, pre, tracks)
         user_info = infos.get("user_video")
-        res = encode(frames, output_audio(spec, tracks), spec.output.path, settings, metadata=metadata,
+        res = encode(anim.frames, output_audio(spec, tracks), spec.output.path, settings, metadata=metadata,
                      layout=spec.output.layout, user_video=spec.user.video if spec.user else None,
                      user_is_image=bool(user_info and user_info.is_image), n_frames=n_frames, progress=progress)
     result.update(res)
     result["checkpoint"] = str(ckpt)
+    result["turns"] = [{"speaker": t.speaker, "start": round(t.start, 3), "end": round(t.end, 3),
+                        "text": t.text, "emotion": t.emotion} for t in anim.turns]
+    if explain:
+        result["explanation"] = anim.explanation
     result["stage_notes"] = {k: v.get("notes", []) for k, v in pre.items() if isinstance(v, dict)}
     return result
 

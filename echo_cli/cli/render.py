@@ -15,6 +15,12 @@ EXAMPLE = """Examples:
 Precedence of settings: CLI flag > dialogue.yaml > preset > built-in default."""
 
 
+def common_state_json() -> bool:
+    from echo_cli.cli.common import state
+
+    return bool(state().json)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("render", epilog=EXAMPLE)
     def render(
@@ -28,6 +34,10 @@ def register(app: typer.Typer) -> None:
         crf: Annotated[Optional[int], typer.Option("--crf", help="H.264 quality (lower = better)")] = None,
         steps: Annotated[Optional[int], typer.Option("--steps", help="sampling steps")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="validate inputs and settings, write nothing")] = False,
+        explain: Annotated[bool, typer.Option("--explain", help="print the per-turn emotion text (LAU) and the user's "
+                                                                 "behaviour summaries (HBCU) used")] = False,
+        ablate: Annotated[Optional[list[str]], typer.Option("--ablate", help="switch off a paper component at inference: "
+                                                                              "lpe | hbcu | lau (repeatable)")] = None,
     ) -> None:
         """Render the avatar's side of a conversation described by a dialogue.yaml."""
         from echo_cli.api.render import render as api_render
@@ -35,9 +45,18 @@ def register(app: typer.Typer) -> None:
 
         overrides = {"fps": fps, "size": size, "crf": crf, "steps": steps}
         res = api_render(dialogue, output=output, preset=preset, seed=seed, checkpoint=checkpoint,
-                         overrides=overrides, progress=progress, dry_run=dry_run)
+                         overrides=overrides, progress=progress, dry_run=dry_run, explain=explain,
+                         ablate=tuple(ablate or ()))
         if dry_run:
             human = f"ok: {dialogue} is valid; would write {res['output']} (preset {res['preset']})"
         else:
             human = f"wrote {res['output']} ({res.get('duration', 0):.2f} s, {res.get('frames', 0)} frames)"
+        if explain and "explanation" in res:
+            import sys
+
+            from echo_cli.lcu.explain import format_explanation
+
+            # the explanation is a result: on stdout (inside the JSON object under --json)
+            if not common_state_json():
+                print(format_explanation(res["explanation"]), file=sys.stdout)
         emit(res, human=human)

@@ -256,18 +256,24 @@ class SyncScorer:
 
     # -- embeddings ----------------------------------------------------------------------
     def embed(self, lips: np.ndarray, mel: np.ndarray, lags: np.ndarray):
-        """Video embeddings (N, E) for all windows and audio embeddings (K, N, E) at each lag."""
+        """Video embeddings (N, E) for all windows and audio embeddings (K, N, E) at each lag.
+
+        The audio tower runs once per distinct start frame (N + 2 max|lag| windows), not
+        once per (window, lag) pair."""
         import torch
         W = self.cfg.window
         vw = _windows_lips(lips, W)                                        # (N, W, F)
-        starts = np.arange(len(vw))
+        N = len(vw)
+        K = int(np.max(np.abs(lags))) if len(lags) else 0
+        starts = np.arange(-K, N + K)                                      # every start needed
         with torch.no_grad():
-            v = self.model.video(torch.from_numpy(vw).float())             # (N, E)
-            A = []
-            for L in lags:
-                aw = _windows_mel(mel, starts - int(L), W)                 # (N, 4W, M)
-                A.append(self.model.audio(torch.from_numpy(aw).float()))   # (N, E)
-        return v.numpy(), np.stack([a.numpy() for a in A])
+            v = self.model.video(torch.from_numpy(vw).float()).numpy()     # (N, E)
+            aw = _windows_mel(mel, starts, W)                              # (N+2K, 4W, M)
+            a_all = np.concatenate([self.model.audio(torch.from_numpy(aw[i:i + 2048]).float()).numpy()
+                                    for i in range(0, len(aw), 2048)])     # (N+2K, E)
+        t = np.arange(N)
+        A = np.stack([a_all[t - int(L) + K] for L in lags])                # (K, N, E)
+        return v, A
 
     def score(self, landmarks: np.ndarray, fps: float, wave: np.ndarray | None,
               max_lag: int | None = None) -> SyncScore:

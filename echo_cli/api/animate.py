@@ -1,0 +1,164 @@
+"""Dialogue -> motion -> frames: the model half of `render()`.
+
+    bundle = load_bundle(checkpoint)                       # generator + LCU + motion space, once
+    anim = animate(bundle, spec, settings, pre, n_frames, seed)
+    for frame in anim.frames: ...                          # RGB uint8, streaming
+
+Stages (each a named part of the paper's pipeline):
+  reference   the avatar's image (or first video frame) -> landmarks -> its neutral face and
+              identity codes (motion.retarget.Reference, train.data.identity_vector)
+  avatar audio  AudioFeatures -> the generator's audio matrix (Whisper encoder features)
+  turns       dialogue.yaml turns, else from the two tracks' voice activity + transcripts
+  LCU         LAU (turn emotions -> c_emo per frame), LPE + HBCU + GCA fusion (user context
+              f_pu per frame) via lcu.model.conditioning; no user -> the "no user" context
+  generate    chunked flow-matching generation (generate.engine), streaming
+  render      motion -> landmarks in the reference image (retargeted onto its own neutral
+              face) -> MeshWarpRenderer frames
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from echo_cli import log
+from echo_cli.errors import InputError, ModelError
+
+logger = log.get("echo_cli.api.animate")
+
+
+@dataclass
+class Bundle:
+    """Everything a checkpoint holds, built once per process (batch workers reuse it)."""
+    generator: Any
+    lcu: Any | None
+    space: Any
+    config: dict
+    path: Path
+
+
+_BUNDLES: dict[str, Bundle] = {}
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """NAME.safetensors (+ NAME.json) -> Bundle; cached per path for the process."""
+    import torch
+
+    from echo_cli.lcu.model import load_lcu
+    from echo_cli.model.checkpoint import build_generator, load_checkpoint
+    from echo_cli.motion.space import MotionSpace, default_space
+
+    path = Path(path)
+    key = str(path.resolve())
+    if key in _BUNDLES:
+        return _BUNDLES[key]
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    tensors, config = load_checkpoint(path)
+    gen = build_generator(tensors, config, path)
+    lcu = load_lcu(tensors, config, path)
+    ms_t = {k[len("motion_space."):]: v.numpy() for k, v in tensors.items() if k.startswith("motion_space.")}
+    space = MotionSpace.from_state_dict(ms_t, config["motion_space"]) if ms_t and "motion_space" in config \
+        else default_space()
+    if space.dim != gen.cfg.motion_dim:
+        raise ModelError(f"the checkpoint's generator expects {gen.cfg.motion_dim} motion components but its "
+                         f"motion space has {space.dim}", path=path, fix="use a checkpoint made by one recipe run")
+    _BUNDLES[key] = Bundle(gen, lcu, space, config, path)
+    return _BUNDLES[key]
+
+
+@dataclass
+class Animation:
+    frames: Iterator[np.ndarray]
+    n_frames: int
+    width: int
+    height: int
+    turns: list = field(default_factory=list)
+    explanation: dict = field(default_factory=dict)
+
+
+def _fit_rows(x: np.ndarray, n: int) -> np.ndarray:
+    """Trim or extend (holding the last row) to n rows."""
+    if len(x) >= n:
+        return x[:n]
+    if len(x) == 0:
+        raise InputError("no audio frames", fix="give non-empty audio")
+    return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)])
+
+
+def dialogue_turns(spec, avatar_audio, user_audio, avatar_tr=None, user_tr=None) -> list:
+    """The dialogue's turns: given in the YAML, or derived from voice activity (+ words)."""
+    from echo_cli.preprocess.turns import attach_text, turns_from_features
+    from echo_cli.schema import Turn
+
+    if spec.turns:
+        turns = [Turn(speaker=t.speaker, start=float(t.start), end=float(t.end), text=t.text, emotion=t.emotion)
+                 for t in spec.turns]
+    else:
+        turns = turns_from_features(avatar_audio, user_audio)
+    return attach_text(turns, avatar_tr, user_tr)
+
+
+def _reference(spec, settings, fps: float):
+    from echo_cli.api.reenact import ReenactOptions, load_reference
+
+    if spec.avatar.image:
+        return load_reference(spec.avatar.image, None, ReenactOptions(size=settings.size), fps)
+    return load_reference(None, spec.avatar.video, ReenactOptions(size=settings.size, reference_frame=0), fps)
+
+
+def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int = 0,
+            ablate: tuple[str, ...] = ()) -> Animation:
+    """Plan one render: everything up to the frame stream (which is lazy).
+
+    ablate: drop paper components at inference for ablations: "lpe"/"hbcu" (no user
+    context), "lau" (no emotion conditioning).
+    """
+    import torch
+
+    from echo_cli.generate.engine import GenerationInputs, generate
+    from echo_cli.lcu.model import conditioning
+    from echo_cli.model.audio_encoder import audio_matrix
+    from echo_cli.motion.retarget import Reference, retarget, to_reference_landmarks
+    from echo_cli.render.warp import MeshWarpRenderer
+    from echo_cli.train.data import identity_vector
+
+    fps = float(settings.fps)
+    gen, space = bundle.generator, bundle.space
+    ref_rgb, ref_lm = _reference(spec, settings, fps)
+    h, w = ref_rgb.shape[:2]
+    ref = Reference.from_landmarks(space, ref_lm, w, h)
+
+    avatar_pre = pre.get("avatar_audio") or pre.get("avatar_ref") or {}
+    a_feats = avatar_pre.get("audio")
+    if a_feats is None:
+        raise InputError("the avatar has no audio to speak", path=spec.avatar.audio or spec.avatar.video,
+                         fix="set avatar.audio to a speech file")
+    user_pre = pre.get("user_video") or {}
+    u_track = user_pre.get("face")
+    u_feats = user_pre.get("audio") or (pre.get("user_audio") or {}).get("audio")
+    transcript_file = pre.get("transcript_file")
+    turns = dialogue_turns(spec, a_feats, u_feats,
+                           avatar_pre.get("transcript") or transcript_file,
+                           (pre.get("user_audio") or user_pre).get("transcript"))
+
+    audio = _fit_rows(audio_matrix(a_feats, gen.cfg.audio_input), n_frames)
+    lcu = None if ("lpe" in ablate or "hbcu" in ablate) else bundle.lcu
+    cond = conditioning(gen, lcu, space, fps, n_frames, turns=turns, user_track=u_track, user_audio=u_feats,
+                        use_lau="lau" not in ablate, media=str(spec.user.video) if spec.user and spec.user.video else None)
+    inputs = GenerationInputs(audio=audio, identity=identity_vector(space, ref.neutral), n_frames=n_frames,
+                              user_ctx=cond["user_ctx"], emotion=cond["emotion"])
+    anchor = np.zeros(space.dim, np.float32)
+
+    def frames() -> Iterator[np.ndarray]:
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        renderer = MeshWarpRenderer()
+        renderer.prepare(ref_rgb, ref_lm)
+        for chunk in generate(gen, inputs, settings, seed=int(seed)):
+            motion = retarget(space, chunk, (w, h), ref, anchor=anchor)
+            for lm in to_reference_landmarks(space, motion, ref):
+                yield renderer.render(lm)
+
+    return Animation(frames=frames(), n_frames=n_frames, width=w, height=h, turns=turns,
+                     explanation=cond.get("explanation") or {})
