@@ -59,11 +59,12 @@ STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {
                ("echo_cli.media.audio_io", "load_audio"), ("echo_cli.features.audio", "read_audio")),
     "face track": (("echo_cli.preprocess.face", "track_face"),),
     "transcription": (("echo_cli.preprocess.transcript", "transcribe"),),
-    "audio features": (("echo_cli.features.audio", "audio_features"),),
+    "audio features": (("echo_cli.features.audio", "audio_features"), ("echo_cli.model.audio_encoder", "audio_matrix")),
     "LCU": (("echo_cli.lcu.model", "conditioning"), ("echo_cli.lcu.model", "user_context"),
             ("echo_cli.lcu.model", "prepare_user"), ("echo_cli.lcu.model", "emotion_track")),
     "model load": (("echo_cli.api.render", "load_model"),),
     "generation": (("echo_cli.generate.engine", "generate"),),
+    "retarget": (("echo_cli.motion.retarget", "retarget"), ("echo_cli.motion.retarget", "to_reference_landmarks")),
     "rendering": (("echo_cli.render.warp", "MeshWarpRenderer.prepare"),
                   ("echo_cli.render.warp", "MeshWarpRenderer.render")),
     "layout": (("echo_cli.media.mux", "side_by_side"),),
@@ -71,7 +72,7 @@ STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "muxing": (("echo_cli.media.mux", "mux"),),
 }
 STAGES = tuple(STAGE_POINTS) + ("other",)
-RENDER_SIDE = ("rendering", "layout", "encoding", "muxing")   # compared with the floor
+RENDER_SIDE = ("retarget", "rendering", "layout", "encoding", "muxing")   # compared with the floor
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,7 +186,31 @@ class StageProfiler:
         return {"stages": stages, "calls": dict(self.calls), "missing": self.missing}
 
 
-def worker(spec: str, out: str, preset: str | None = None, size: int | None = None) -> dict:
+def timing_checkpoint(folder: str | Path) -> Path:
+    """An untrained checkpoint with the default recipe's architecture (tiny generator on the
+    shipped motion space + an LCU), for timing when no trained default is installed: speed
+    does not depend on the weights. Every figure made with it says so."""
+    from echo_cli.lcu.model import LCU, LCUConfig
+    from echo_cli.model.checkpoint import save_checkpoint
+    from echo_cli.model.generator import EchoGenerator, layout_from_motion_space, make_config
+    from echo_cli.motion.space import default_space
+
+    import torch
+
+    torch.manual_seed(0)
+    gen = EchoGenerator(make_config("tiny", layout_from_motion_space(default_space()))).eval()
+    g = gen.cfg
+    regions = tuple((n, int(a), int(b)) for n, (a, b) in g.regions.items())
+    lcu = LCU(LCUConfig(motion_dim=g.motion_dim, regions=regions, ctx_dim=g.user_dim)).eval()
+    path = Path(folder) / "timing_untrained.safetensors"
+    save_checkpoint(path, {**{f"generator.{k}": v for k, v in gen.state_dict().items()},
+                           **{f"lcu.{k}": v for k, v in lcu.state_dict().items()}},
+                    {"generator": g.to_dict(), "lcu": lcu.cfg.to_dict(), "note": "untrained, timing only"})
+    return path
+
+
+def worker(spec: str, out: str, preset: str | None = None, size: int | None = None,
+           checkpoint: str | None = None) -> dict:
     """One instrumented render (in this process); writes the result JSON to `out`."""
     t_start = time.perf_counter()
     try:
@@ -199,10 +224,10 @@ def worker(spec: str, out: str, preset: str | None = None, size: int | None = No
 
     prof = StageProfiler().install()
     t0 = time.perf_counter()
-    rec: dict = {"spec": spec, "preset": preset, "size": size, "profiler_install_s": round(t0 - t_start, 3),
+    rec: dict = {"spec": spec, "preset": preset, "size": size, "checkpoint": checkpoint, "profiler_install_s": round(t0 - t_start, 3),
                  "startup_s": round(since_exec, 3) if since_exec is not None else None}
     try:
-        res = render(spec, preset=preset, overrides={"size": size} if size else None)
+        res = render(spec, preset=preset, overrides={"size": size} if size else None, checkpoint=checkpoint)
         ok = True
     except EchoError as e:
         res, ok = {"error": e.to_dict()}, False
@@ -275,12 +300,12 @@ def default_spec(data: Path, work: Path) -> Path:
 
 
 def measured_render(spec: Path, cache: Path, preset: str, size: int, work: Path, label: str,
-                    env_extra: dict | None = None, timeout: float = 1800) -> dict:
+                    checkpoint: Path | None = None, env_extra: dict | None = None, timeout: float = 1800) -> dict:
     from echo_cli.bench.memory import bench_env, run_measured
 
     out_json = work / f"worker_{label}.json"
     cmd = [sys.executable, "-m", "echo_cli.bench.end_to_end", "worker", str(spec), str(out_json),
-           "--preset", preset, "--size", str(size)]
+           "--preset", preset, "--size", str(size)] + (["--checkpoint", str(checkpoint)] if checkpoint else [])
     stats = run_measured(cmd, env=bench_env(cache, env_extra), timeout=timeout)
     rec = json.loads(out_json.read_text()) if out_json.is_file() else {"ok": False}
     if not rec.get("ok"):
@@ -343,10 +368,19 @@ def run(args) -> dict:
             workload = ("samples/real_dialogue.yaml: portrait d12.jpg speaking RD_Radio34_002.wav (8 s), user "
                         "clips/d3.mp4 (real listening face), side-by-side, WhisperX transcript")
         cache = work / "cache"
+        from echo_cli.api.render import default_checkpoint
+
+        ckpt = Path(_opt(args, "checkpoint")) if _opt(args, "checkpoint") else None
+        if ckpt is None and not default_checkpoint().is_file():
+            ckpt = timing_checkpoint(work)
+            model_note = "no trained default checkpoint installed: an untrained one with the same architecture (timing only)"
+        else:
+            model_note = f"checkpoint {ckpt or default_checkpoint()}"
+        workload += f"; model: {model_note}"
         runs = []
         labels = {"both": ("cold", "warm"), "cold": ("cold",), "warm": ("cold", "warm")}[which]
         for label in labels:
-            rec = measured_render(spec, cache, preset, size, work, label)
+            rec = measured_render(spec, cache, preset, size, work, label, ckpt)
             logger.info("%s: ok=%s %.1f s (render %.1f s), peak %.0f MB", label, rec.get("ok"), rec["process_s"],
                         rec.get("render_s") or 0, rec["peak_mb"])
             runs.append(rec)
@@ -433,6 +467,89 @@ def _markdown(rows, startup, fl, acceptance, command, workload, preset, size, m)
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------
+# Thread settings on a small machine (python -m echo_cli.bench.end_to_end threads)
+# ---------------------------------------------------------------------------------------
+def threads_worker(n: int, frames: int = 40) -> dict:
+    """Hot-path kernels with every thread pool at `n` threads (env set by the parent before
+    any import: OMP/OpenBLAS/MKL/ECHO_THREADS; torch and cv2 set here). Wall and CPU s."""
+    import numpy as np
+    import cv2
+    import torch
+
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    out: dict = {"threads": n, "torch": torch.get_num_threads(), "cv2": cv2.getNumThreads()}
+
+    def clock(fn):
+        w0, c0 = time.perf_counter(), time.process_time()
+        r = fn()
+        return r, time.perf_counter() - w0, time.process_time() - c0
+
+    # BLAS (numpy float32 matmul; OpenBLAS pool)
+    a = np.random.default_rng(0).standard_normal((768, 768)).astype(np.float32)
+    _, w, c = clock(lambda: [a @ a for _ in range(20)])
+    out["blas_matmul768x20"] = {"wall_s": round(w, 3), "cpu_s": round(c, 3)}
+    # generation (torch): the shipped checkpoint when present, else the tiny model (same ops)
+    from echo_cli.bench.generate import _model, time_generation
+    from echo_cli.config import resolve_settings
+
+    model, source = _model(None)
+    secs, total, cpu = time_generation(model, resolve_settings("default"), 256, True)
+    out["generation_256f"] = {"wall_s": round(secs, 3), "cpu_s": round(cpu, 3), "fps": round(total / secs, 1),
+                              "model": source}
+    # face tracking + rendering on real motion (d12.mp4), 512 px, and render + encode
+    from echo_cli.bench.render import _scaled, _workload
+    from echo_cli.media.video_io import iter_frames
+    from echo_cli.preprocess.face import track_face
+    from echo_cli.bench.common import shared_data
+
+    clip = shared_data() / "clips/d12.mp4"
+    vid = np.stack(list(iter_frames(clip, fps=25.0, max_frames=frames)))
+    track_face(vid[:3], fps=25.0)
+    _, w, c = clock(lambda: track_face(vid, fps=25.0))
+    out["face_track_ms"] = {"wall_s": round(w, 3), "cpu_s": round(c, 3), "ms_per_frame": round(1000 * w / len(vid), 1)}
+    ref0, lms0 = _workload(frames)
+    ref, lms = _scaled(ref0, lms0, 512)
+    from echo_cli.render.warp import MeshWarpRenderer
+
+    r = MeshWarpRenderer()
+    r.prepare(ref, lms[0])
+    r.render(lms[0])
+    _, w, c = clock(lambda: [r.render(l) for l in lms])
+    out["render512"] = {"wall_s": round(w, 3), "cpu_s": round(c, 3), "ms_per_frame": round(1000 * w / len(lms), 1)}
+    from echo_cli.media.video_io import VideoWriter
+
+    with tempfile.TemporaryDirectory(prefix="echo-bench-") as td:
+        def both():
+            with VideoWriter(Path(td) / "t.mp4", 25.0, (512, 512)) as vw:
+                for _ in range(3):
+                    for l in lms:
+                        vw.write(r.render(l))
+        _, w, c = clock(both)
+    from echo_cli.bench.common import cpu_seconds  # noqa: F401  (children CPU is not in process_time)
+    out["render512_encode"] = {"wall_s": round(w, 3), "cpu_s_python": round(c, 3),
+                               "ms_per_frame": round(1000 * w / (3 * len(lms)), 1)}
+    return out
+
+
+def threads_bench(configs=(1, 2), frames: int = 40) -> list[dict]:
+    rows = []
+    for n in configs:
+        env = dict(os.environ)
+        env.update({"OMP_NUM_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n),
+                    "ECHO_THREADS": str(n)})
+        with tempfile.TemporaryDirectory(prefix="echo-threads-") as td:
+            out = Path(td) / "t.json"
+            p = subprocess.run([sys.executable, "-m", "echo_cli.bench.end_to_end", "threads-worker", str(n), str(out),
+                                "--frames", str(frames)], env=env, capture_output=True, text=True, timeout=900)
+            if p.returncode != 0 or not out.is_file():
+                rows.append({"threads": n, "error": p.stderr[-500:]})
+                continue
+            rows.append(json.loads(out.read_text()))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -443,13 +560,40 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("out")
     w.add_argument("--preset", default=None)
     w.add_argument("--size", type=int, default=None)
+    w.add_argument("--checkpoint", default=None)
+    tw = sub.add_parser("threads-worker", help="hot-path kernels at N threads (used by `threads`)")
+    tw.add_argument("n", type=int)
+    tw.add_argument("out")
+    tw.add_argument("--frames", type=int, default=40)
+    th = sub.add_parser("threads", help="compare thread settings (1 vs 2) on the hot paths")
+    th.add_argument("--configs", default="1,2")
+    th.add_argument("--frames", type=int, default=40)
+    th.add_argument("--out", default=None)
     a = ap.parse_args(argv)
+    if a.cmd == "threads-worker":
+        from echo_cli.io_atomic import write_text
+
+        with contextlib.redirect_stdout(sys.stderr):
+            rec = threads_worker(a.n, a.frames)
+        write_text(a.out, json.dumps(rec, indent=1) + "\n")
+        return
+    if a.cmd == "threads":
+        rows = threads_bench(tuple(int(x) for x in a.configs.split(",")), a.frames)
+        rec = {"rows": rows, "load_1min": round(os.getloadavg()[0], 2),
+               "command": "python -m echo_cli.bench.end_to_end threads " + " ".join(sys.argv[2:])}
+        text = json.dumps(rec, indent=1)
+        if a.out:
+            from echo_cli.io_atomic import write_text
+
+            write_text(a.out, text + "\n")
+        print(text)
+        return
     if a.cmd == "worker":
         from echo_cli import log as _log
 
         _log.setup(0)
         with contextlib.redirect_stdout(sys.stderr):
-            rec = worker(a.spec, a.out, a.preset, a.size)
+            rec = worker(a.spec, a.out, a.preset, a.size, a.checkpoint)
         sys.exit(0 if rec["ok"] else 1)
 
 

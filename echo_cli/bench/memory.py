@@ -129,7 +129,7 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: str | Path | N
 
 
 def render_command(spec: str | Path, *, preset: str | None = None, size: int | None = None,
-                   output: str | Path | None = None) -> list[str]:
+                   output: str | Path | None = None, checkpoint: str | Path | None = None) -> list[str]:
     """The `echo-cli render` command line (as `python -m echo_cli`, the same entry point)."""
     cmd = [sys.executable, "-m", "echo_cli", "--json", "--no-progress", "render", str(spec)]
     if preset:
@@ -138,6 +138,8 @@ def render_command(spec: str | Path, *, preset: str | None = None, size: int | N
         cmd += ["--size", str(int(size))]
     if output:
         cmd += ["--output", str(output)]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
     return cmd
 
 
@@ -172,19 +174,28 @@ def slope_mb_per_min(points: list[tuple[float, float]]) -> float | None:
 
 def long_render_memory(minutes: list[float], *, data: Path | None = None, preset: str = "default",
                        size: int = 512, user: str = "audio", timeout: float = 1500, work: Path | None = None,
-                       keep_outputs: bool = False, nice: int = 0) -> list[dict]:
-    """Build and render one looped dialogue per length; one row per length."""
+                       keep_outputs: bool = False, nice: int = 0, checkpoint: Path | None = None) -> list[dict]:
+    """Build and render one looped dialogue per length; one row per length. Without a
+    checkpoint and no trained default installed, an untrained one with the default
+    architecture is used (memory and speed do not depend on the weights)."""
+    from echo_cli.api.render import default_checkpoint
     from echo_cli.bench.longform import build_dialogue
 
     rows = []
     own = work is None
     work = Path(work or tempfile.mkdtemp(prefix="echo-longform-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None and not default_checkpoint().is_file():
+        from echo_cli.bench.end_to_end import timing_checkpoint
+
+        checkpoint = timing_checkpoint(work)
     try:
         for m in minutes:
             d = work / f"{m:g}min"
             spec = build_dialogue(m, d, data=data, user=user)
             cache = d / "cache"
-            stats = run_measured(render_command(spec, preset=preset, size=size), env=bench_env(cache),
+            stats = run_measured(render_command(spec, preset=preset, size=size, checkpoint=checkpoint),
+                                 env=bench_env(cache),
                                  timeout=timeout, nice=nice)
             res = {}
             try:
@@ -192,6 +203,7 @@ def long_render_memory(minutes: list[float], *, data: Path | None = None, preset
             except json.JSONDecodeError:
                 pass
             row = {"minutes": m, "user": user, "preset": preset, "size": size, "rc": stats.rc,
+                   "checkpoint": str(checkpoint or default_checkpoint()),
                    "timed_out": stats.timed_out, "wall_s": round(stats.wall_s, 1), "cpu_s": round(stats.cpu_s, 1),
                    "peak_mb": round(stats.peak_mb, 1), "max_child_rss_mb": round(stats.max_child_rss_mb, 1),
                    "rtf": round(stats.wall_s / (m * 60), 3), "frames": res.get("frames"),
@@ -248,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="the user as looped speech only, or also a looped low-res face video")
     ap.add_argument("--timeout", type=float, default=1500, help="per render, seconds")
     ap.add_argument("--nice", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None, help="model (default: the installed one, else untrained, timing only)")
     ap.add_argument("--work", default=None, help="folder for the built media (default: temp, removed)")
     ap.add_argument("--out", default=None, help="JSON result")
     ap.add_argument("--doc", default=None, help="Markdown file whose bench:memory section is updated")
@@ -255,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     minutes = [float(x) for x in a.minutes.split(",")]
     rows = long_render_memory(minutes, data=Path(a.data) if a.data else None, preset=a.preset, size=a.size,
-                              user=a.user, timeout=a.timeout, work=Path(a.work) if a.work else None, nice=a.nice)
+                              user=a.user, timeout=a.timeout, work=Path(a.work) if a.work else None, nice=a.nice,
+                              checkpoint=Path(a.checkpoint) if a.checkpoint else None)
     command = "python -m echo_cli.bench.memory " + " ".join(argv if argv is not None else sys.argv[1:])
     args = BenchArgs(out=Path(a.out) if a.out else None, doc=Path(a.doc) if a.doc else None,
                      history=Path(a.history) if a.history else None, command=command.strip())

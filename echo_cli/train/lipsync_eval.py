@@ -64,7 +64,17 @@ def seam_jitter_ratio(motion: np.ndarray, std: np.ndarray, chunk: int, overlap: 
     return float(d[seam].mean() / d[~seam].mean())
 
 
-def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None) -> dict:
+def lively_user(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """A lively stand-in user context f_pu (n, dim): smooth random motion at 3x unit scale,
+    changing every ~0.3 s (what an animated user would push through the LCU)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n + 16, dim)) * 3.0
+    k = np.hanning(9); k /= k.sum()
+    x = np.stack([np.convolve(x[:, j], k, mode="same") for j in range(dim)], 1)[8:8 + n]
+    return x.astype(np.float32) * 3.0
+
+
+def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with_user: bool = False) -> dict:
     import torch
 
     from echo_cli.config import resolve_settings
@@ -106,6 +116,15 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None) -> d
                 envs.append(pearson(mouth, env) / r_env_real if abs(r_env_real) > 1e-6 else float("nan"))
                 seams.append(seam_jitter_ratio(gen, model.motion_std.numpy(), settings.chunk_frames,
                                                settings.overlap))
+            if with_user:     # SDCM claim: a lively user context must not move the lips
+                gen_u = generate_all(model, {**inp, "user_ctx": lively_user(c.n_frames, model.cfg.user_dim)},
+                                     settings, seed=seeds[0])
+                mu = mouth_from_motion(space, gen_u, c.neutral)
+                row[f"{tag}_user_corr"] = round(best_lag_correlation(mu, real, MAX_LAG)[0], 3)
+                row[f"{tag}_user_max_mouth_change"] = float(np.abs(gen_u[:, slice(*model.cfg.regions["mouth"])]
+                                                                   - gen[:, slice(*model.cfg.regions["mouth"])]).max()) \
+                    if len(seeds) == 1 else float("nan")
+                row[f"{tag}_user_face_change"] = round(float(np.abs(gen_u - gen).max()), 4)
             row[f"{tag}_corr"] = round(float(np.mean(corrs)), 3)
             row[f"{tag}_lag"] = int(np.round(np.mean(lags)))
             row[f"{tag}_env_ratio"] = round(float(np.mean(envs)), 3)
@@ -138,9 +157,10 @@ def main(argv=None):
     p.add_argument("models", nargs="+")
     p.add_argument("--seeds", default="0")
     p.add_argument("--json", default=None)
+    p.add_argument("--with-user", action="store_true", help="also generate with a lively user context")
     a = p.parse_args(argv)
     log.setup(0)
-    res = evaluate(a.models, seeds=[int(s) for s in a.seeds.split(",")])
+    res = evaluate(a.models, seeds=[int(s) for s in a.seeds.split(",")], with_user=a.with_user)
     res["command"] = "python -m echo_cli.train.lipsync_eval " + " ".join(argv or __import__("sys").argv[1:])
     if a.json:
         from echo_cli.io_atomic import write_text
