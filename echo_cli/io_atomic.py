@@ -10,6 +10,9 @@ from typing import Iterator
 
 from echo_cli.errors import OutputError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def temp_sibling(path: Path, suffix: str | None = None) -> Path:
     """A hidden temp name in the same folder (same filesystem, so rename is atomic).
@@ -20,6 +23,8 @@ def temp_sibling(path: Path, suffix: str | None = None) -> Path:
     suffix = path.suffix if suffix is None else suffix
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600; outputs are shared files, so give them the usual umask mode
+    os.chmod(name, 0o666 & ~_UMASK)
     return Path(name)
 
 
