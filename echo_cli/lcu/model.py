@@ -28,7 +28,7 @@ class LCUConfig:
     audio_dim: int = 82            # user audio features per frame (see lcu.hbcu.user_audio_features)
     motion_dim: int = 64           # MotionSpace vector size D
     regions: tuple = ()            # ((name, start, stop), ...) of the motion vector; () = equal split
-    ctx_dim: int = 128             # Dc: must equal the generator's user-context width
+    ctx_dim: int = 64              # Dc: must equal the generator's user_dim (stage 2 sets it from the generator)
     dim: int = 64                  # internal scan width
     depth: int = 2                 # scan blocks per LPE branch
     d_state: int = 8

@@ -158,9 +158,16 @@ def main(argv=None):
     p.add_argument("--seeds", default="0")
     p.add_argument("--json", default=None)
     p.add_argument("--with-user", action="store_true", help="also generate with a lively user context")
+    p.add_argument("--preset", default="default", help="render preset for chunking/sampling settings")
+    p.add_argument("--set", action="append", default=[], help="render setting key=value (e.g. cfg_audio=2.5)")
     a = p.parse_args(argv)
     log.setup(0)
-    res = evaluate(a.models, seeds=[int(s) for s in a.seeds.split(",")], with_user=a.with_user)
+    from echo_cli.config import resolve_settings
+    cli = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=", 1) for kv in a.set)}
+    settings = resolve_settings(a.preset, cli=cli)
+    res = evaluate(a.models, seeds=[int(s) for s in a.seeds.split(",")], with_user=a.with_user,
+                   settings=settings)
+    res["settings"] = settings.model_dump()
     res["command"] = "python -m echo_cli.train.lipsync_eval " + " ".join(argv or __import__("sys").argv[1:])
     if a.json:
         from echo_cli.io_atomic import write_text

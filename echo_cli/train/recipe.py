@@ -30,7 +30,7 @@ MAX_BYTES = 10 * 1024 * 1024
 @dataclass(frozen=True)
 class Recipe:
     stage1_steps: int = 700          # sized so the whole recipe fits 60 min on 2 shared CPU cores
-    stage2_steps: int = 450
+    stage2_steps: int = 250
     preset: str = "tiny"
     seed: int = 0
 
