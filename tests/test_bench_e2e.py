@@ -165,8 +165,8 @@ def test_e2e_record_structure(e2e_run):
         for s in e2e.STAGES:
             assert f"stage_{s}" in r and r[f"stage_{s}"] >= 0
         assert r["duration_s"] == pytest.approx(4.0, abs=0.1)
-        assert r["rtf"] == pytest.approx(r["process_s"] / r["duration_s"], rel=1e-2)
-        assert r["fps"] == pytest.approx(r["frames"] / r["process_s"], rel=1e-2)
+        assert r["rtf"] == pytest.approx(r["process_s"] / r["duration_s"], abs=2e-3)
+        assert r["fps"] == pytest.approx(r["frames"] / r["process_s"], abs=2e-3)
         assert r["peak_mb"] > 0
         # the stages partition render(): their sum is render()'s wall time
         assert sum(r[f"stage_{s}"] for s in e2e.STAGES) == pytest.approx(r["render_s"], abs=0.05)

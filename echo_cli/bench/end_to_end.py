@@ -83,6 +83,7 @@ class StageProfiler:
 
     def __init__(self) -> None:
         self.exclusive: dict[str, float] = defaultdict(float)
+        self.exclusive_cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._tls = threading.local()
         self._undo: list[tuple[object, str, object]] = []
@@ -95,16 +96,19 @@ class StageProfiler:
         return s
 
     def _enter(self, stage: str) -> None:
-        self._stack().append([stage, time.perf_counter(), 0.0])
+        self._stack().append([stage, time.perf_counter(), 0.0, time.process_time(), 0.0])
 
     def _exit(self) -> None:
         stack = self._stack()
-        stage, t0, child = stack.pop()
+        stage, t0, child, c0, child_cpu = stack.pop()
         el = time.perf_counter() - t0
+        cpu = time.process_time() - c0      # all threads of this process (torch, cv2 pools)
         self.exclusive[stage] += el - child
+        self.exclusive_cpu[stage] += cpu - child_cpu
         self.calls[stage] += 1
         if stack:
             stack[-1][2] += el
+            stack[-1][4] += cpu
 
     def _timed_iter(self, stage: str, it):
         try:
@@ -180,10 +184,13 @@ class StageProfiler:
             setattr(owner, name, value)
         self._undo.clear()
 
-    def result(self, total: float) -> dict:
+    def result(self, total: float, total_cpu: float | None = None) -> dict:
         stages = {s: round(self.exclusive.get(s, 0.0), 3) for s in STAGE_POINTS}
         stages["other"] = round(max(0.0, total - sum(stages.values())), 3)
-        return {"stages": stages, "calls": dict(self.calls), "missing": self.missing}
+        cpu = {s: round(self.exclusive_cpu.get(s, 0.0), 3) for s in STAGE_POINTS}
+        if total_cpu is not None:
+            cpu["other"] = round(max(0.0, total_cpu - sum(cpu.values())), 3)
+        return {"stages": stages, "stages_cpu": cpu, "calls": dict(self.calls), "missing": self.missing}
 
 
 def timing_checkpoint(folder: str | Path) -> Path:
@@ -223,7 +230,7 @@ def worker(spec: str, out: str, preset: str | None = None, size: int | None = No
     from echo_cli.errors import EchoError
 
     prof = StageProfiler().install()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec: dict = {"spec": spec, "preset": preset, "size": size, "checkpoint": checkpoint, "profiler_install_s": round(t0 - t_start, 3),
                  "startup_s": round(since_exec, 3) if since_exec is not None else None}
     try:
@@ -235,9 +242,10 @@ def worker(spec: str, out: str, preset: str | None = None, size: int | None = No
     except Exception as e:   # noqa: BLE001 - recorded, the bench reports it
         res, ok = {"error": f"{e.__class__.__name__}: {e}"}, False
         rec["error_line"] = f"{e.__class__.__name__}: {e}"
-    total = time.perf_counter() - t0
+    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     prof.uninstall()
-    rec.update({"ok": ok, "render_s": round(total, 3), "profile": prof.result(total),
+    rec.update({"ok": ok, "render_s": round(total, 3), "render_cpu_s": round(total_cpu, 3),
+                "profile": prof.result(total, total_cpu),
                 "render_timings": res.get("timings", {}),
                 **{k: res.get(k) for k in ("output", "duration", "frames", "fps", "width", "height", "settings")}})
     try:
@@ -402,9 +410,11 @@ def run(args) -> dict:
                "process_s": r["process_s"], "render_s": r.get("render_s"),
                "rtf": round(r["process_s"] / dur, 3) if dur else None,
                "rtf_render": round(r["render_s"] / dur, 3) if dur and r.get("render_s") else None,
-               "fps": round(r["frames"] / r["process_s"], 2) if r.get("frames") else None,
+               "fps": round(r["frames"] / r["process_s"], 3) if r.get("frames") else None,
                "cpu_s": r["cpu_s"], "peak_mb": r["peak_mb"],
                **{f"stage_{k}": v for k, v in st.items()},
+               **{f"cpu_{k}": v for k, v in (r.get("profile") or {}).get("stages_cpu", {}).items()},
+               "render_cpu_s": r.get("render_cpu_s"),
                "render_timings": r.get("render_timings"), "threads": r.get("threads"),
                "error": r.get("error_line", "")}
         if fl and r.get("ok"):
@@ -446,11 +456,16 @@ def _markdown(rows, startup, fl, acceptance, command, workload, preset, size, m)
     lines += [markdown_table(rows, cols), ""]
     stage_rows = []
     for s in STAGES:
-        stage_rows.append({"stage": s, **{r["run"]: r.get(f"stage_{s}", "") for r in rows}})
+        stage_rows.append({"stage": s, **{r["run"]: r.get(f"stage_{s}", "") for r in rows},
+                           **{r["run"] + "_cpu": r.get(f"cpu_{s}", "") for r in rows}})
     stage_rows.append({"stage": "(imports, startup: process - render())",
                        **{r["run"]: round(r["process_s"] - (r["render_s"] or 0), 3) for r in rows}})
-    lines += ["Seconds per stage (exclusive wall time):", "",
-              markdown_table(stage_rows, [("stage", "stage")] + [(r["run"], r["run"]) for r in rows]), ""]
+    cols = [("stage", "stage")] + [(r["run"], f"{r['run']} wall s") for r in rows] \
+        + [(r["run"] + "_cpu", f"{r['run']} CPU s") for r in rows]
+    lines += ["Seconds per stage (exclusive: a nested stage's time is charged to it only). CPU s = CPU "
+              "time of the render process, all its threads (not its ffmpeg children): unlike wall "
+              "time it does not grow with the neighbours' load.", "",
+              markdown_table(stage_rows, cols), ""]
     if fl:
         lines.append(f"Floor: plain decode + H.264 encode of {fl['frames']} frames at {fl['size']} "
                      f"({fl['encoder']}, {fl['source']} looped): {fl['seconds']:.2f} s wall, {fl['cpu_s']:.2f} CPU s.")
