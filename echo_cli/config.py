@@ -28,6 +28,8 @@ class RenderSettings(BaseModel):
     steps: int = Field(4, ge=1, le=100, description="sampling steps of the flow-matching sampler")
     cfg_audio: float = Field(1.5, ge=0, le=10, description="classifier-free guidance scale on avatar audio")
     cfg_user: float = Field(1.0, ge=0, le=10, description="classifier-free guidance scale on user context")
+    lip_temperature: float = Field(0.0, ge=0, le=1, description="scale of the sampling noise on the mouth "
+                                   "(articulation) components: 0 = the most likely lip motion for the audio")
     encoder_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "veryfast"
     crf: int = Field(20, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
 

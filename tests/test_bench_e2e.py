@@ -125,15 +125,15 @@ def test_longform_builds_looped_real_media(shared_data, tmp_path):
     from echo_cli.dialogue import load_dialogue
     from echo_cli.media.probe import probe
 
-    path = build_dialogue(40 / 60, tmp_path / "lf", shared_data, user="video")
+    path = build_dialogue(34 / 60, tmp_path / "lf", shared_data, user="video")
     spec = load_dialogue(path)
     assert spec.output.layout == "side-by-side"
     for p in (spec.avatar.audio, spec.user.audio, spec.user.video):
         info = probe(p)
-        assert info.duration == pytest.approx(40.0, abs=0.1), p
+        assert info.duration == pytest.approx(34.0, abs=0.1), p
     assert probe(spec.user.video).height == 160
     sp = [(t.speaker, t.start, t.end) for t in spec.turns]
-    assert sp == [("avatar", 0.0, 16.0), ("user", 16.0, 32.0), ("avatar", 32.0, 40.0)]
+    assert sp == [("avatar", 0.0, 16.0), ("user", 16.0, 32.0), ("avatar", 32.0, 34.0)]
     # the cycle really alternates: avatar speaks in its turn, the user in theirs
     from echo_cli.media.audio_io import load_audio
     import numpy as np
@@ -189,10 +189,10 @@ def test_e2e_record_structure(e2e_run):
 def test_e2e_outputs_json_doc_history(e2e_run):
     rec, args = e2e_run
     saved = json.loads(Path(args.out).read_text())
-    assert saved["target"] == "end-to-end" and saved["rows"] == json.loads(json.dumps(rec["rows"], default=str))
+    assert saved["target"] == "end-to-end-4s" and saved["rows"] == json.loads(json.dumps(rec["rows"], default=str))
     doc = Path(args.doc).read_text()
-    assert "<!-- bench:end-to-end -->" in doc and "<!-- /bench:end-to-end -->" in doc
+    assert "<!-- bench:end-to-end-4s -->" in doc and "<!-- /bench:end-to-end-4s -->" in doc
     assert args.command in doc and "| acceptance |" in doc
     lines = Path(args.history).read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0]) == {"target": "earlier"}
-    assert json.loads(lines[1])["target"] == "end-to-end"
+    assert json.loads(lines[1])["target"] == "end-to-end-4s"

@@ -427,7 +427,9 @@ def run(args) -> dict:
                    preset, size, machine())
     extra = {"startup": startup, "floor": fl, "acceptance": acceptance, "workload": workload, "preset": preset,
              "size": size, "runs": runs}
-    return report("end-to-end", args, rows, md, extra)
+    # a looped long dialogue gets its own doc section and history target, beside the sample's
+    target = f"end-to-end-{seconds:g}s" if seconds and not _opt(args, "spec") else "end-to-end"
+    return report(target, args, rows, md, extra)
 
 
 def _acceptance(rows: list[dict], startup: dict) -> dict:
@@ -447,7 +449,7 @@ def _acceptance(rows: list[dict], startup: dict) -> dict:
 def _markdown(rows, startup, fl, acceptance, command, workload, preset, size, m) -> str:
     from echo_cli.bench.common import markdown_table
 
-    lines = ["## End to end (`echo-cli bench end-to-end`)", "", f"Command: `{command}`", "",
+    lines = [f"### End to end: {workload.split(';')[0].split(':')[0]}", "", f"Command: `{command}`", "",
              f"Workload: {workload}; preset `{preset}`, {size} px. Each render is a fresh process "
              "(imports and model loads included); cold = empty cache, warm = the same inputs again.", ""]
     cols = [("run", "run"), ("ok", "ok"), ("duration_s", "video s"), ("frames", "frames"), ("size", "output"),

@@ -118,6 +118,8 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
                          f"{cfg.motion_dim}", fix="encode the reference with the checkpoint's MotionSpace")
 
     dev = next(model.parameters()).device
+    lip_temp = float(getattr(settings, "lip_temperature", 1.0))
+    lip_w = torch.tensor(cfg.lip_mask, dtype=torch.float32).to(dev)        # (D,) 1 on mouth components
     tp, ov = int(settings.t_prev), int(settings.overlap)
     steps = int(settings.steps)
     history = np.zeros((0, cfg.motion_dim), np.float32)       # last t_prev final frames
@@ -148,6 +150,9 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
                                      float(settings.cfg_audio), float(settings.cfg_user))
                 g = torch.Generator(device="cpu").manual_seed(seed_for_chunk(seed, ch.index))
                 noise = torch.randn(1, ch.length, cfg.motion_dim, generator=g).to(dev)
+                # Lips follow the avatar's audio: their trajectory is sampled from scaled noise
+                # (0 = the flow's mean path), the rest of the face keeps full variety.
+                noise = noise * (1.0 - lip_w * (1.0 - lip_temp))
                 x = sample(fn, noise, steps=steps, method=method)
                 gen = model.denormalize(x)[0].float().cpu().numpy()           # (L, D)
             if ch.blend and pending is not None:

@@ -417,11 +417,13 @@ def _events_up(x: np.ndarray, thr: float, refractory: int) -> list[int]:
     return out
 
 
-def nod_events(pitch: np.ndarray, fps: float, thr: float = 0.02) -> list[int]:
-    """Nod onsets: the high-passed pitch (minus its 1 s moving average) leaves ±thr."""
+def nod_events(pitch: np.ndarray, fps: float, thr: float = 0.03) -> list[int]:
+    """Nod onsets: the high-passed pitch (minus its 1 s moving average) leaves ±thr, where
+    thr is at least 3× the sequence's median deviation (so ordinary head sway is no nod)."""
     k = max(3, int(fps))
     hp = pitch - np.convolve(np.pad(pitch, k // 2, mode="edge"), np.ones(k) / k, "valid")[:len(pitch)]
-    return _events_up(np.abs(hp), thr, int(fps * 0.5))
+    thr = max(thr, 3.0 * float(np.median(np.abs(hp))))
+    return _events_up(np.abs(hp), thr, int(fps))
 
 
 def follow_rate(user_events: list[int], avatar_events: list[int], n: int, fps: float,
@@ -564,7 +566,7 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     for av, u, st, pre in follow_runs:
         m = pre if pre is not None else gen_motion(av, silence_gen, _ctx(gen, lcu, u, st, W), "neutral", seeds[0])
         sm = smile_measure(space, m, av.neutral)
-        a_ev = sorted(set(nod_events(m[:, 1], FPS) + _events_up(sm - np.median(sm), 0.02, int(FPS * 0.5))))
+        a_ev = sorted(set(nod_events(m[:, 1], FPS) + _events_up(sm - np.median(sm), 0.03, int(FPS))))
         u_ev = pause_onsets(u.vad[st:st + W], FPS, 0.8, 0.25) + _events_up(u.smile[st:st + W], 0.035, int(FPS))
         fr = follow_rate(sorted(u_ev), a_ev, len(m), FPS)
         if np.isfinite(fr["rate"]):
