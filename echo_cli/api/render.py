@@ -19,15 +19,14 @@ import importlib
 import inspect
 import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from echo_cli import __version__, log
+from echo_cli import __version__, cancel, log
 from echo_cli.config import RenderSettings, resolve_settings
-from echo_cli.errors import DependencyError, InputError, ModelError, OutputError
+from echo_cli.errors import DependencyError, InputError, ModelError, OutputError, SpecError
 
 logger = log.get("echo_cli.api.render")
 
@@ -68,16 +67,12 @@ def _null_progress(total=None, desc=""):
 # Cancellation: the CLI's SIGINT/SIGTERM handler raises KeyboardInterrupt *and* sets this
 # flag, because a library can swallow the exception (protobuf's C import does); the flag is
 # checked at every stage boundary and per frame, so the run still stops promptly.
-_CANCEL = threading.Event()
-
-
 def request_cancel() -> None:
-    _CANCEL.set()
+    cancel.request()
 
 
 def check_cancel() -> None:
-    if _CANCEL.is_set():
-        raise KeyboardInterrupt
+    cancel.check()
 
 
 def stage_module(stage: str):
@@ -180,8 +175,26 @@ def preflight(spec) -> dict:
     if spec.transcript.source == "file" and not spec.transcript.path.is_file():
         raise InputError("transcript file not found", path=where("transcript.path", spec.transcript.path),
                          fix="fix transcript.path or use source: faster-whisper")
+    _check_turns_fit(spec, infos, src)
     _writable_dir(spec.output.path)
     return infos
+
+
+TURN_SLACK_S = 0.5      # turns may overrun the audio by rounding, not by whole seconds
+
+
+def _check_turns_fit(spec, infos: dict, src) -> None:
+    """Turns must lie inside the conversation's audio (the longer of the two tracks)."""
+    from echo_cli.dialogue import yaml_line
+
+    length = max((i.duration for k, i in infos.items() if k in ("avatar_audio", "user_audio", "user_video")
+                  and i is not None and i.has_audio), default=0.0)
+    for k, t in enumerate(spec.turns or []):
+        if length and t.end > length + TURN_SLACK_S:
+            field = f"turns.{k}.end"
+            raise SpecError(f"field '{field}': turn ends at {t.end:g} s but the audio lasts {length:.2f} s",
+                            path=yaml_line(src, field) if src else None,
+                            fix=f"end the turn by {length:.2f} s or give the full audio")
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,7 +304,7 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
             raise InputError("layout side-by-side needs user.video", fix="add user.video or use layout: avatar")
         frames = side_by_side(frames, user_video, settings.fps, user_is_image=user_is_image)
     out_path = Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="echo-render-", dir=_tmp_root(out_path)) as td:
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.echo-render-", dir=_tmp_root(out_path)) as td:
         tmp_video = Path(td) / "video.mp4"
         # encoded once at the final quality: mux copies the stream when its length already
         # matches the audio (it does: n_frames is derived from the audio), else re-encodes

@@ -162,9 +162,9 @@ def _sigterm_unwinds() -> None:
     def handler(signum, frame):
         global _TERMINATED
         _TERMINATED = _TERMINATED or signum == signal.SIGTERM
-        api = sys.modules.get("echo_cli.api.render")
-        if api is not None:
-            api.request_cancel()
+        from echo_cli import cancel
+
+        cancel.request()
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():

@@ -115,6 +115,8 @@ def load_whisper_model():
     try:
         from faster_whisper import WhisperModel
     except Exception as e:
+        from echo_cli import cancel
+        cancel.check()          # a signal during a C-extension import surfaces as ImportError
         raise DependencyError(f"faster-whisper is not importable: {e}", fix="pip install faster-whisper") from e
     d = whisper_model_dir()
     return WhisperModel(str(d), device="cpu", compute_type="int8", cpu_threads=_threads(),

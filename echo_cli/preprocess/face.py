@@ -178,6 +178,8 @@ def _mediapipe():
     try:
         import mediapipe as mp
     except Exception as e:
+        from echo_cli import cancel
+        cancel.check()          # a signal during a C-extension import surfaces as ImportError
         raise DependencyError(f"mediapipe is not importable: {e}", fix="pip install mediapipe==0.10.14") from e
     return mp
 

@@ -138,6 +138,8 @@ def _whisperx_pipeline(language: str | None):
         import torch
         import whisperx
     except Exception as e:
+        from echo_cli import cancel
+        cancel.check()          # a signal during a C-extension import surfaces as ImportError
         raise DependencyError(f"whisperx is not importable: {e}",
                               fix="pip install 'echo-cli[whisperx]' (whisperx==3.7.9) or use --transcript faster-whisper") from e
     from echo_cli.features.audio import _threads, whisper_model_dir
