@@ -144,7 +144,15 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
                            (pre.get("user_audio") or user_pre).get("transcript"))
 
     audio = _fit_rows(audio_matrix(a_feats, gen.cfg.audio_input), n_frames)
-    lcu = None if ("lpe" in ablate or "hbcu" in ablate) else bundle.lcu
+    lcu = bundle.lcu
+    if lcu is not None and ("lpe" in ablate or "hbcu" in ablate):
+        # the same switches train.dyadic.evaluate uses: zero P_usr / feed "no description"
+        import dataclasses
+
+        from echo_cli.lcu.model import LCU
+        ablated = LCU(dataclasses.replace(lcu.cfg, use_lpe="lpe" not in ablate, use_hbcu="hbcu" not in ablate))
+        ablated.load_state_dict(lcu.state_dict())
+        lcu = ablated.eval()
     cond = conditioning(gen, lcu, space, fps, n_frames, turns=turns, user_track=u_track, user_audio=u_feats,
                         use_lau="lau" not in ablate, media=str(spec.user.video) if spec.user and spec.user.video else None)
     inputs = GenerationInputs(audio=audio, identity=identity_vector(space, ref.neutral), n_frames=n_frames,

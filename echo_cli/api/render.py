@@ -43,7 +43,9 @@ STAGE_MODULES = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    from echo_cli.hashing import cache_root
+
+    return cache_root()
 
 
 def default_checkpoint() -> Path:
@@ -180,6 +182,7 @@ def preflight(spec) -> dict:
     return infos
 
 
+ABLATIONS = {"lpe", "hbcu", "lau"}      # paper components that can be switched off at inference
 TURN_SLACK_S = 0.5      # turns may overrun the audio by rounding, not by whole seconds
 
 
@@ -342,6 +345,10 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     switch off at inference ("lpe", "hbcu", "lau") for ablation studies.
     """
     timings: dict[str, float] = {}
+    unknown = set(ablate) - ABLATIONS
+    if unknown:
+        from echo_cli.errors import UsageError
+        raise UsageError(f"unknown ablation {sorted(unknown)}", fix=f"use one of {sorted(ABLATIONS)}")
 
     @contextmanager
     def timed(name: str):
@@ -410,13 +417,9 @@ def _render_stages(spec, settings, infos, result, timed, progress, explain=False
 
 
 def _sha256_short(path: Path) -> str:
-    import hashlib
+    from echo_cli.hashing import file_sha256
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def warmup() -> None:

@@ -40,21 +40,7 @@ JobFn = Callable[[Job], "dict | None"]
 # Hashing
 # --------------------------------------------------------------------------------------
 
-_FILE_HASHES: dict[tuple, str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash, memoized per process on (path, size, mtime, inode): inputs are re-read only
-    when they change, and a 30-job manifest over one portrait hashes it once per worker."""
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
+from echo_cli.hashing import file_sha256  # noqa: E402,F401  (memoised per worker)
 
 
 def checkpoint_id() -> str:

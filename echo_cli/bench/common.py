@@ -176,8 +176,9 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 
 
 def default_history() -> Path:
-    root = Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
-    return root / "bench" / "history.jsonl"
+    from echo_cli.hashing import cache_root
+
+    return cache_root() / "bench" / "history.jsonl"
 
 
 def append_history(record: dict, path: Path | None = None) -> Path:

@@ -48,13 +48,9 @@ def _pkg_dir(module: str) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
+    from echo_cli.hashing import file_sha256
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def gather() -> list[Check]:

@@ -9,7 +9,6 @@ tracker the product uses — and are cached per file content under
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,16 +237,16 @@ def track(path: str, max_frames: int | None = None) -> tuple[float, np.ndarray, 
 # ---------------------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    from echo_cli.hashing import cache_root
+
+    root = cache_root()
     return root / "eval"
 
 
 def _file_key(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:24]
+    from echo_cli.hashing import file_sha256
+
+    return file_sha256(path)[:24]
 
 
 def _frame_stats(path: str, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -44,7 +44,9 @@ N_FFT = 400                       # 25 ms at 16 kHz (Whisper's window)
 # --------------------------------------------------------------------------------------
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    from echo_cli.hashing import cache_root
+
+    return cache_root()
 
 
 def _package_data(name: str) -> Path | None:

@@ -31,33 +31,8 @@ CACHE_LAYOUT = "v1"
 T = TypeVar("T")
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes (memoised per process on path + size + mtime)."""
-    p = Path(path)
-    st = p.stat()
-    k = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if k not in _HASHES:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[k] = h.hexdigest()
-    return _HASHES[k]
-
-
-def _bytes_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from echo_cli.hashing import cache_root, file_sha256  # noqa: E402,F401  (re-exported for callers)
+from echo_cli.hashing import read_sha256 as _bytes_sha256  # noqa: E402
 
 
 def tool_versions(stage: str) -> dict:

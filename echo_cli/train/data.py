@@ -16,7 +16,6 @@ share a speaker id so no held-out person leaks into training.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -67,7 +66,9 @@ def shared_data_dir() -> Path | None:
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    from echo_cli.hashing import cache_root
+
+    root = cache_root()
     d = root / "train_stage1"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -111,12 +112,9 @@ def identity_vector(space, neutral: np.ndarray) -> np.ndarray:
 #################################################################################
 
 def _key(path: Path, extra: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    h.update(f"{CACHE_VERSION}:{extra}".encode())
-    return h.hexdigest()[:20]
+    from echo_cli.hashing import keyed
+
+    return keyed(path, CACHE_VERSION, extra)
 
 
 def _word_timings(wave: np.ndarray):

@@ -32,7 +32,6 @@ so rPCC against "real listeners" is measured against the rule targets.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,19 +86,18 @@ class DyadClip:
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    from echo_cli.hashing import cache_root
+
+    root = cache_root()
     d = root / "dyadic"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def _key(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    h.update(f"dyadic:{CACHE_VERSION}".encode())
-    return h.hexdigest()[:20]
+    from echo_cli.hashing import keyed
+
+    return keyed(path, "dyadic", CACHE_VERSION)
 
 
 #################################################################################
