@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, Sequence
 
@@ -258,15 +257,9 @@ class EndpointDescriber:
             for b64 in self._frames(media, cues):
                 if b64:
                     content.append({"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{b64}"}})
-        body = {"model": cfg.model, "temperature": 0,
-                "messages": [{"role": "system", "content": _PROMPT}, {"role": "user", "content": content}]}
-        req = urllib.request.Request(cfg.endpoint.rstrip("/") + "/chat/completions",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "Authorization": f"Bearer {os.environ.get(cfg.api_key_env, '')}"})
-        with urllib.request.urlopen(req, timeout=cfg.timeout_s) as r:
-            out = json.loads(r.read().decode())
-        texts = json.loads(out["choices"][0]["message"]["content"])
+        from echo_cli.lcu.endpoint import chat
+
+        texts = json.loads(chat(cfg, _PROMPT, content))
         if not isinstance(texts, list) or len(texts) != len(cues):
             raise ValueError("endpoint answered a list of the wrong length")
         return [str(t)[:300] for t in texts]

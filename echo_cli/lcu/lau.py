@@ -18,10 +18,8 @@ The description is embedded with MiniLM → c_emo (384-d, unit norm), the genera
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -226,15 +224,9 @@ def llm_emotion(turns: Sequence[Turn], idx: int, cfg: LAUConfig) -> str:
     """Ask an OpenAI-compatible chat endpoint (only called when cfg.endpoint is set)."""
     hist = "\n".join(f"{'User' if t.speaker == 'user' else 'Avatar'}: {t.text or ''}"
                      for t in turns[max(0, idx - cfg.history_turns): idx + 1])
-    body = {"model": cfg.model, "temperature": 0,
-            "messages": [{"role": "system", "content": _LLM_PROMPT}, {"role": "user", "content": hist}]}
-    req = urllib.request.Request(cfg.endpoint.rstrip("/") + "/chat/completions",
-                                 data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": f"Bearer {os.environ.get(cfg.api_key_env, '')}"})
-    with urllib.request.urlopen(req, timeout=cfg.timeout_s) as r:
-        out = json.loads(r.read().decode())
-    text = out["choices"][0]["message"]["content"].strip().strip('."')
+    from echo_cli.lcu.endpoint import chat
+
+    text = chat(cfg, _LLM_PROMPT, hist).strip().strip('."')
     if not text or len(text) > 200:
         raise ValueError("unexpected LLM answer")
     return text
