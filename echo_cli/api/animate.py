@@ -54,7 +54,9 @@ def load_bundle(path: str | Path) -> Bundle:
     key = str(path.resolve())
     if key in _BUNDLES:
         return _BUNDLES[key]
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # one thread per pool: ffmpeg's encoder runs beside us on the second core, and two
+    # threads per pool measured slower everywhere on 2 cores (docs/performance_e2e.md)
+    torch.set_num_threads(1)
     tensors, config = load_checkpoint(path)
     gen = build_generator(tensors, config, path)
     lcu = load_lcu(tensors, config, path)
@@ -160,7 +162,10 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     anchor = np.zeros(space.dim, np.float32)
 
     def frames() -> Iterator[np.ndarray]:
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        import cv2
+
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
         renderer = MeshWarpRenderer()
         renderer.prepare(ref_rgb, ref_lm)
         for chunk in generate(gen, inputs, settings, seed=int(seed)):

@@ -110,7 +110,7 @@ def run(args: BenchArgs | None = None) -> dict:
     cols = [("workers", "workers"), ("jobs", "jobs"), ("done", "done"), ("wall_s", "wall s"),
             ("video_s", "video s"), ("videos_per_min", "videos/min"), ("real_time_factor", "real-time factor"),
             ("speedup", "speed-up"), ("mean_job_s", "mean job s")]
-    md = (f"Workload: {n_jobs} jobs, {seconds:g} s of real speech each, draft preset, cold cache per run.\n\n"
+    md = (f"Command: `echo-cli bench batch`\n\nWorkload: {n_jobs} jobs, {seconds:g} s of real speech each, draft preset, cold cache per run.\n\n"
           + markdown_table(rows, cols))
     return report("batch", args, rows, md, {"jobs": n_jobs, "seconds": seconds})
 

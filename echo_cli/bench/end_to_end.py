@@ -230,6 +230,12 @@ def worker(spec: str, out: str, preset: str | None = None, size: int | None = No
     from echo_cli.errors import EchoError
 
     prof = StageProfiler().install()
+    for name in filter(None, os.environ.get("ECHO_BENCH_PREIMPORT", "").split(",")):   # experiment knob
+        __import__(name)
+    if os.environ.get("ECHO_BENCH_FLUSH_DENORMAL") == "1":     # experiment knob (see docs/performance_e2e.md)
+        import torch
+
+        torch.set_flush_denormal(True)
     t0, c0 = time.perf_counter(), time.process_time()
     rec: dict = {"spec": spec, "preset": preset, "size": size, "checkpoint": checkpoint, "profiler_install_s": round(t0 - t_start, 3),
                  "startup_s": round(since_exec, 3) if since_exec is not None else None}
