@@ -71,7 +71,8 @@ class Timer:
         self.cpu = cpu_seconds() - self.c0
 
 
-def _tree_rss(proc) -> int:
+def tree_rss(proc) -> int:
+    """RSS of a process and all its children (ffmpeg encoders included), bytes."""
     import psutil
     total = 0
     try:
@@ -101,12 +102,12 @@ class PeakMemory:
         import psutil
         me = psutil.Process()
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(me))
+            self.peak = max(self.peak, tree_rss(me))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakMemory":
         import psutil
-        self.start = _tree_rss(psutil.Process())
+        self.start = tree_rss(psutil.Process())
         self.peak = self.start
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()

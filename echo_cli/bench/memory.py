@@ -52,20 +52,7 @@ class RunStats:
         return d
 
 
-def _tree_rss(proc) -> int:
-    import psutil
-
-    total = 0
-    try:
-        procs = [proc] + proc.children(recursive=True)
-    except psutil.Error:
-        return 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+from echo_cli.bench.common import tree_rss as _tree_rss  # noqa: E402
 
 
 def _downsample(trace: list[tuple[float, float]], keep: int = 240) -> list[tuple[float, float]]:
