@@ -63,3 +63,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_npz(path: str | Path, arrays: dict) -> None:
+    """Arrays -> .npz at `path`, atomically (every cache and checkpoint-side array file)."""
+    import numpy as np
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)

@@ -323,16 +323,14 @@ AUDIO_VERSION = 1
 
 
 def save_audio_features(a: AudioFeatures, path: str | Path) -> None:
-    from echo_cli.io_atomic import atomic_path
+    from echo_cli.io_atomic import write_npz
 
     arrays = dict(format=np.array(AUDIO_FORMAT), version=np.array(AUDIO_VERSION),
                   fps=np.array(a.fps, np.float64), duration=np.array(a.duration, np.float64),
                   mel=a.mel.astype(np.float32), energy=a.energy.astype(np.float32), vad=a.vad.astype(bool))
     if a.whisper is not None:
         arrays["whisper"] = a.whisper.astype(np.float32)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    write_npz(path, arrays)
 
 
 def load_audio_features(path: str | Path) -> AudioFeatures:

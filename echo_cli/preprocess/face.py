@@ -531,7 +531,7 @@ TRACK_VERSION = 1
 
 def save_track(track: FaceTrack, path: str | Path) -> None:
     """Atomic .npz write of a FaceTrack."""
-    from echo_cli.io_atomic import atomic_path
+    from echo_cli.io_atomic import write_npz
 
     arrays = dict(
         format=np.array(TRACK_FORMAT), version=np.array(TRACK_VERSION),
@@ -541,9 +541,7 @@ def save_track(track: FaceTrack, path: str | Path) -> None:
         euler=track.pose.euler.astype(np.float32), translation=track.pose.translation.astype(np.float32),
         scale=track.pose.scale.astype(np.float32), canonical=track.canonical.astype(np.float32),
         boxes=track.boxes.astype(np.float32), source=np.array(track.source))
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    write_npz(path, arrays)
 
 
 def load_track(path: str | Path) -> FaceTrack:

@@ -202,13 +202,11 @@ def main() -> None:
         return
     shapes = _collect_shapes(Path(a.data), a.every)
     mean, rigid = build_canonical(shapes)
-    from echo_cli.io_atomic import atomic_path
+    from echo_cli.io_atomic import write_npz
 
-    with atomic_path(CANONICAL_PATH, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, mean=mean, rigid=rigid, n_shapes=np.array(len(shapes)),
-                     note=np.array("GPA mean of MediaPipe 0.10.14 landmarks on ../shared/data "
-                                   "(portraits + every 10th frame of talking/ and clips/)"))
+    write_npz(CANONICAL_PATH, dict(mean=mean, rigid=rigid, n_shapes=np.array(len(shapes)),
+                                   note=np.array("GPA mean of MediaPipe 0.10.14 landmarks on ../shared/data "
+                                                 "(portraits + every 10th frame of talking/ and clips/)")))
     print(f"canonical face from {len(shapes)} faces, {len(rigid)} rigid points -> {CANONICAL_PATH}")
 
 

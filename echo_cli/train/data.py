@@ -190,10 +190,9 @@ def process_audio_only(path: Path, space_dim: int, use_cache: bool = True, words
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
-    from echo_cli.io_atomic import atomic_path
+    from echo_cli.io_atomic import write_npz
 
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+    write_npz(path, arrays)
 
 
 def _from_npz(z, name: str, speaker: str) -> ClipData:

@@ -187,9 +187,8 @@ def prepare_silent(path: Path, space, audio_input: str, use_cache: bool = True) 
         neutral = space.neutral_of(track)
         motion = space.encode(track, neutral=neutral)
         motion[:, :6] -= np.median(motion[:, :6], axis=0)
-        from echo_cli.io_atomic import atomic_path
-        with atomic_path(ck, suffix=".npz") as tmp:
-            np.savez(tmp, motion=motion.astype(np.float32), neutral=neutral.astype(np.float32))
+        from echo_cli.io_atomic import write_npz
+        write_npz(ck, dict(motion=motion.astype(np.float32), neutral=neutral.astype(np.float32)))
     T = len(motion)
     gen, mel, energy = silence_features(T, audio_input)
     vad = np.zeros(T, bool)
