@@ -61,7 +61,7 @@ class TurnSpec(_Strict):
 
 class TranscriptSpec(_Strict):
     """Where word timings come from."""
-    source: Literal["whisperx", "faster-whisper", "file"] = "whisperx"
+    source: Literal["auto", "whisperx", "faster-whisper", "file"] = "auto"   # auto: preprocess/transcript.py
     path: Optional[Path] = Field(None, description="SRT, VTT or JSON transcript when source is `file`")
 
     @model_validator(mode="after")

@@ -71,7 +71,7 @@ def test_minimal_spec_defaults(folder):
         output: {path: o.mp4}
         """))
     assert spec.turns is None and spec.user is None
-    assert (spec.preset, spec.seed, spec.transcript.source) == ("default", 0, "whisperx")
+    assert (spec.preset, spec.seed, spec.transcript.source) == ("default", 0, "auto")
     assert (spec.output.audio_mix, spec.output.layout) == ("avatar", "avatar")
 
 

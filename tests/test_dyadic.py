@@ -60,15 +60,6 @@ def test_listener_rules_time_align_to_the_user(space):
         assert out[nod + 6, 1] > 0.02 and abs(out[nod - 1, 1]) < 1e-9
 
 
-def test_follow_rate_beats_chance_only_when_following():
-    user = [50, 150, 250, 350]
-    follows = [e + 12 for e in user]
-    r = Y.follow_rate(user, follows, 450, FPS)
-    assert r["rate"] == 1.0 and r["chance"] < 0.6 and r["n_events"] == 4
-    r2 = Y.follow_rate(user, [e - 20 for e in user], 450, FPS)
-    assert r2["rate"] == 0.0
-
-
 def _speech_clip(path, space):
     """A real speech clip as a DyadClip (log-mel audio input; no Whisper needed)."""
     from echo_cli.features.audio import audio_features, read_audio
@@ -115,6 +106,46 @@ def test_batcher_on_real_clips(real_clips, space):
     assert out["audio"][lis].std(axis=1).max() < 1e-5 < out["audio"][~lis].std(axis=1).mean()
 
 
+def test_conversation_gate_alternates_speech_and_silence():
+    g = Y.conversation_gate(1000, np.random.default_rng(0))
+    assert not g[:int(2 * FPS)].any()                    # speech first, at least 2 s
+    runs = np.flatnonzero(np.diff(np.r_[0, g.astype(int), 0]))
+    lens = (runs[1::2] - runs[::2])[:-1]                 # complete silent runs
+    assert len(lens) >= 3 and lens.min() >= 3 * FPS - 1 and lens.max() <= 6 * FPS + 1
+
+
+def test_silence_in_context_is_not_isolated_silence(shared_data, cache_dir):
+    """Whisper features of digital silence inside a speech track (what a render feeds the
+    generator while the user talks) differ from isolated silence — the reason stage 2's
+    listening windows draw from dyadic.silence_bank."""
+    wave = Y.clip_wave("d11", shared_data)
+    assert wave is not None and Y.clip_wave("no_such_clip", shared_data) is None
+    n = 250
+    gate = np.zeros(n, bool)
+    gate[100:200] = True
+    f = Y.gated_features(wave, gate, "whisper")
+    assert f.shape == (n, 512)
+    iso, _, _ = Y.silence_features(10, "whisper")
+    rel = np.linalg.norm(f[110:190] - iso[0], axis=-1).mean() / np.linalg.norm(iso[0])
+    assert rel > 0.3
+    # the log-mel of the gated frames is the digital-silence floor, the speech frames are not
+    m = Y.gated_features(wave, gate, "mel")
+    assert m[120:180].std(axis=0).max() < 1e-4 < m[:90].std(axis=0).mean()
+
+
+def test_batcher_draws_listening_audio_from_the_silence_bank(real_clips, space):
+    speech, silent = real_clips
+    stats = {"motion_mean": np.zeros(space.dim, np.float32), "motion_std": np.ones(space.dim, np.float32)}
+    bank = [np.full((40, 80), 7.0, np.float32), np.full((10, 80), 9.0, np.float32)]   # second too short
+    b = Y.DyadicBatcher(speech, silent, t_prev=4, window=20, history=10, stats=stats,
+                        sdir=Y.smile_direction(space), mouth=space.regions["mouth"], p_listen=0.5,
+                        silence=bank, p_context_silence=1.0)
+    out = b.sample(np.random.default_rng(0), 16)
+    lis = out["listening"]
+    assert lis.any() and np.all(out["audio"][lis] == 7.0)
+    assert not np.any(out["audio"][~lis] == 7.0)
+
+
 def test_stage2_trains_and_writes_a_joint_checkpoint(real_clips, space, tmp_path):
     from echo_cli.model.checkpoint import load_checkpoint, save_generator
     from echo_cli.model.generator import EchoGenerator, layout_from_motion_space, make_config
@@ -137,5 +168,8 @@ def test_stage2_trains_and_writes_a_joint_checkpoint(real_clips, space, tmp_path
                 if v.dtype.is_floating_point)
     assert moved and s["final"]["step"] == 3
     res = Y.evaluate(gen, lcu, space, clips=(speech, silent), n=60, seeds=(0,))
-    for k in ("mouth_std_ratio", "reaction_smile_win_rate", "emotion_happy_gt_sad_rate", "follow_rate", "sid"):
+    for k in ("mouth_std_ratio", "reaction_smile_win_rate", "emotion_happy_gt_sad_rate", "follow_rate",
+              "follow_chance", "follow_p", "sid"):
         assert k in res
+    p = res["follow_p"]
+    assert p != p or 0.0 < p <= 1.0          # NaN when 2.4 s hold no complete user event window

@@ -9,27 +9,11 @@ from echo_cli.preprocess import crop, pose
 from echo_cli.preprocess.smoothing import OneEuroParams, one_euro
 
 
-def need_shared():
-    """../shared/data (or $ECHO_SHARED_DATA); skip with a reason when absent."""
-    import os
-    from pathlib import Path
-
-    p = Path(os.environ.get("ECHO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (p / "clips").is_dir():
-        pytest.skip("../shared/data is absent (set ECHO_SHARED_DATA): real media needed")
-    return p
-
-
 @pytest.fixture(scope="module")
-def data():
-    return need_shared()
-
-
-@pytest.fixture(scope="module")
-def d12_track(data):
+def d12_track(shared_data):
     from echo_cli.preprocess.face import track_face
 
-    return track_face(data / "clips" / "d12.mp4", cache=False)       # the real tracker, not the cache
+    return track_face(shared_data / "clips" / "d12.mp4", cache=False)       # the real tracker, not the cache
 
 
 # ---------------------------------------------------------------- real clips
@@ -49,7 +33,7 @@ def test_track_found_in_every_frame_with_consistent_shapes(d12_track):
     assert tr.landmarks[..., 0].max() > 100 and tr.landmarks[..., 0].max() <= 512
 
 
-def test_landmarks_agree_with_direct_mediapipe(d12_track, data):
+def test_landmarks_agree_with_direct_mediapipe(d12_track, shared_data):
     """The smoothed track stays within a few % of the face size of a plain MediaPipe run."""
     import mediapipe as mp
 
@@ -57,7 +41,7 @@ def test_landmarks_agree_with_direct_mediapipe(d12_track, data):
 
     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True)
     direct = []
-    for img in _iter_video_frames_av(data / "clips" / "d12.mp4", None):
+    for img in _iter_video_frames_av(shared_data / "clips" / "d12.mp4", None):
         res = mesh.process(img)
         lm = res.multi_face_landmarks[0].landmark
         direct.append([(p.x * img.shape[1], p.y * img.shape[0]) for p in lm])
@@ -68,6 +52,25 @@ def test_landmarks_agree_with_direct_mediapipe(d12_track, data):
     err = np.linalg.norm(ours - direct, axis=2).mean(1) / iod
     assert len(direct) == d12_track.n_frames
     assert np.median(err) < 0.02 and err.max() < 0.08
+
+
+def test_chunked_tracking_is_the_same_for_any_thread_count(shared_data):
+    """Chunks run in parallel but are fixed by the settings: 1 and 2 threads give the same
+    track, and the chunk seams stay close to one unbroken MediaPipe run."""
+    from echo_cli.preprocess.face import TrackSettings, open_frames, track_raw
+
+    frames_it, fps, *_ = open_frames(shared_data / "clips" / "d12.mp4")
+    frames = np.stack([f for f, _ in zip(frames_it, range(120))])
+    chunked = TrackSettings(chunk_frames=40)            # 3 chunks: one tracker restarts
+    one = track_raw(frames, fps, settings=chunked, threads=1)
+    two = track_raw(frames, fps, settings=chunked, threads=2)
+    assert np.array_equal(one.landmarks, two.landmarks) and np.array_equal(one.detected, two.detected)
+    whole = track_raw(frames, fps, settings=TrackSettings(chunk_frames=10 ** 6, chunk_mb=10 ** 6), threads=1)
+    assert one.detected.all() and whole.detected.all()
+    iod = np.linalg.norm(whole.landmarks[:, 33, :2] - whole.landmarks[:, 263, :2], axis=1)
+    err = np.linalg.norm(one.landmarks[..., :2] - whole.landmarks[..., :2], axis=2).mean(1) / iod
+    assert err[:40].max() == 0.0                        # the first chunk is the same run
+    assert err.max() < 0.02                             # seams at 40 and 80: warm-up settles them
 
 
 def test_crop_holds_the_face(d12_track):
@@ -90,25 +93,25 @@ def test_pose_canonical_is_pose_free(d12_track):
     assert np.abs(back[..., :2] - d12_track.landmarks[..., :2]).max() < 0.5 + 1e-3 * d12_track.pose.scale.max()
 
 
-def test_small_face_second_pass(data):
+def test_small_face_second_pass(shared_data):
     """s13: a full-body shot where a plain full-frame face mesh finds nothing."""
     from echo_cli.preprocess.face import track_face, track_raw
 
-    raw = track_raw(data / "clips" / "s13.mp4")
+    raw = track_raw(shared_data / "clips" / "s13.mp4")
     assert raw.n_crop > 0.9 * len(raw.detected)          # found by the zoomed pass
     assert raw.detected.mean() >= 0.99
-    tr = track_face(data / "clips" / "s13.mp4", cache=False)
+    tr = track_face(shared_data / "clips" / "s13.mp4", cache=False)
     face_w = tr.landmarks[..., 0].max(1) - tr.landmarks[..., 0].min(1)
     assert face_w.mean() < 0.2 * tr.width                # really a small face
     assert (crop.inside_fraction(tr.landmarks, tr.boxes) == 1.0).mean() >= 0.99
 
 
 @pytest.mark.parametrize("name", ["s0.jpg", "full3.png"])
-def test_portrait_image_is_one_frame(data, name):
+def test_portrait_image_is_one_frame(shared_data, name):
     from echo_cli.preprocess.face import read_image, track_face
 
-    tr = track_face(data / "portraits" / name, cache=False)
-    img = read_image(data / "portraits" / name)
+    tr = track_face(shared_data / "portraits" / name, cache=False)
+    img = read_image(shared_data / "portraits" / name)
     assert tr.n_frames == 1 and (tr.height, tr.width) == img.shape[:2]
     assert tr.detected[0] and crop.inside_fraction(tr.landmarks, tr.boxes)[0] == 1.0
 

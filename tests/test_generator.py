@@ -119,3 +119,44 @@ def test_sampler_is_deterministic_and_heun_runs(cfg):
         a, b = sample(fn, noise, 4), sample(fn, noise.clone(), 4)
         h = sample(fn, noise, 3, method="heun")
     assert torch.equal(a, b) and torch.isfinite(h).all()
+
+
+def test_mouth_prior_follows_audio_and_vanishes_when_audio_is_dropped(cfg):
+    m = _live(EchoGenerator(cfg)).eval()
+    assert cfg.mouth_prior and cfg.n_mouth == cfg.regions["mouth"][1] - cfg.regions["mouth"][0]
+    x, t, ident = torch.randn(2, 10, 24), torch.rand(2), torch.randn(2, 24)
+    a = torch.randn(2, 14, 80)
+    _, aux = m(x, t, torch.randn(2, 4, 24), a, ident, return_aux=True)
+    assert aux["mouth_prior"].shape == (2, 10, cfg.n_mouth)
+    cond = m.condition(14, a, ident, drop_audio=torch.tensor([True, False]))
+    assert torch.count_nonzero(cond["mouth_prior"][0]) == 0 and torch.count_nonzero(cond["mouth_prior"][1]) > 0
+    # only the mouth token receives it
+    base = m.condition(14, torch.zeros_like(a), ident)["tok_bias"]
+    diff = (cond["tok_bias"][1] - base[1]).abs().sum(dim=(0, 2))               # per region
+    assert [i for i in range(len(diff)) if diff[i] > 0] == [m.mouth_index]
+
+
+def test_cross_attention_cache_gives_the_uncached_result(cfg):
+    m = _live(EchoGenerator(cfg)).eval()
+    x, t, prev = torch.randn(1, 10, 24), torch.rand(1), torch.randn(1, 4, 24)
+    a, ident, usr = torch.randn(1, 14, 80), torch.randn(1, 24), torch.randn(1, 14, cfg.user_dim)
+    with torch.enable_grad():                    # autograd on: the cache is bypassed
+        ref = m(x, t, prev, a, ident, usr).detach()
+    with torch.inference_mode():
+        cond = m.condition(14, a, ident, usr)
+        first = m.velocity(x, t, prev, cond)     # fills the caches
+        again = m.velocity(x, t, prev, cond)     # served from them
+        other = m.velocity(x, t, prev, m.condition(14, a * 2, ident, usr))   # new tensors: recomputed
+    torch.testing.assert_close(first, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(first, again)
+    assert not torch.allclose(other, first)
+
+
+def test_old_checkpoint_configs_build_the_old_architecture(cfg):
+    from echo_cli.model.generator import GeneratorConfig
+
+    d = cfg.to_dict()
+    for k in ("mouth_prior", "audio_kernel", "audio_noise", "audio_frame_drop"):
+        d.pop(k)
+    old = EchoGenerator(GeneratorConfig.from_dict(d))
+    assert old.prior_in is None and old.audio_enc.mouth_head is None and old.audio_enc.conv2.kernel_size == (3,)

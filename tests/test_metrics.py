@@ -112,6 +112,26 @@ def test_mouth_ratio():
     assert math.isnan(M.mouth_ratio(mouth, np.ones(100, bool)))
 
 
+def test_mouth_std_ratio():
+    rng = np.random.default_rng(3)
+    speaking = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    mouth = np.r_[0.2 + 0.1 * rng.standard_normal(100), 0.05 + 0.02 * rng.standard_normal(100)]
+    r = M.mouth_std_ratio(mouth, speaking)
+    assert 0.1 < r < 0.3                                  # about 0.02 / 0.1
+    # the mean does not matter, only the variability
+    assert M.mouth_std_ratio(mouth + np.r_[np.zeros(100), np.full(100, 0.3)], speaking) == pytest.approx(r)
+    # a mouth closing slowly after the turn is dropped by the margin, not counted as listening
+    tail = mouth.copy()
+    tail[100:110] = np.linspace(0.4, 0.05, 10)
+    assert M.mouth_std_ratio(tail, speaking) > 1.5 * r
+    assert M.mouth_std_ratio(tail, speaking, margin=10) == pytest.approx(
+        M.mouth_std_ratio(mouth, speaking, margin=10))
+    # listening restricted to given frames (e.g. the user's turns)
+    lis = np.zeros(200, bool); lis[150:] = True
+    assert np.isfinite(M.mouth_std_ratio(mouth, speaking, lis))
+    assert math.isnan(M.mouth_std_ratio(mouth, np.ones(200, bool)))
+
+
 def test_reaction_delay():
     fps = 25.0
     a = np.zeros(300) + np.random.default_rng(6).normal(0, 0.01, 300)

@@ -195,3 +195,23 @@ def test_resume_after_kill(env, tmp_path):
     code, summary, _ = _cli(e, d, "--transcript", "none")
     assert code == 0
     assert Path(summary["cached"][0]).name == "grid_lrwp9a.mp4"
+
+
+def test_bench_preprocess_face_record(shared_data):
+    """`bench preprocess` (face part, quick) on real frames: the floor, 1 and 2 threads, CPU
+    and wall per frame, the load, and the target verdict in the Markdown (no timing asserted)."""
+    from echo_cli.bench import preprocess as B
+
+    rec = B.measure(shared_data, quick=True, parts=("face",), threads=2)
+    stages = [r["stage"] for r in rec["rows"]]
+    assert stages == ["MediaPipe FaceMesh alone (floor, 1 thread)", "face track, decoded frames, 1 thread",
+                      "face track, decoded frames, 2 threads"]
+    for r in rec["rows"]:
+        assert r["frames"] == 183 and r["ms_per_frame"] > 0 and r["cpu_ms_per_frame"] > 0 and r["load"]
+    assert rec["rows"][-1]["face_found"] == 1.0
+    s = rec["summary"]
+    assert s["face_threads"] == 2 and s["target_ms_per_frame"] == 8.0
+    assert s["target_met"] == (s["face_ms_per_frame_512"] <= 8.0)
+    md = B._markdown(rec, "echo-cli bench preprocess --quick --set parts=face")
+    assert "Target ≤ 8 ms/frame" in md and "load average" in md and "git " in md
+

@@ -111,3 +111,17 @@ def test_real_clip_builds_aligned_tensors_and_trains(tmp_path):
     s = stage1.run(out=tmp_path / "real", config=stage1.Stage1Config(preset="micro", batch=2, window=32),
                    clips=None if False else [clip], audio_only=[], loop=_loop(2))
     assert Path(s["model"]).is_file()
+
+
+def test_shift_clip_re_pairs_audio_and_video():
+    from echo_cli.train.data import shift_clip
+
+    c = stage1.synthetic_clips(n_clips=1, frames=50)[0]
+    for lag in (3, -2):
+        s = shift_clip(c, lag)
+        n = 50 - abs(lag)
+        assert s.n_frames == n and s.motion.shape[0] == n and s.whisper.shape[0] == n
+        a0, v0 = (lag, 0) if lag > 0 else (0, -lag)      # audio[t + lag] pairs with motion[t]
+        assert np.array_equal(s.mel[0], c.mel[a0]) and np.array_equal(s.motion[0], c.motion[v0])
+        assert np.array_equal(s.visemes, c.visemes[a0:a0 + n])
+    assert shift_clip(c, 0) is c

@@ -56,6 +56,37 @@ def test_whisperx_words_with_timings(radio):
         assert any("alignment" in n for n in t.notes)
 
 
+def _no_align_models(tmp_path, monkeypatch):
+    """An environment with no wav2vec2 alignment model anywhere WhisperX would look."""
+    monkeypatch.delenv("ECHO_ALIGN_MODEL_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    for var in ("TORCH_HOME", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+
+
+def test_auto_backend_choice(tmp_path, monkeypatch):
+    """auto = WhisperX only when its alignment model is on disk (without it WhisperX gives
+    faster-whisper's words and times at ~3x the CPU: docs/preprocessing.md)."""
+    _no_align_models(tmp_path, monkeypatch)
+    assert not TR.alignment_model_on_disk()
+    assert TR.resolve_backend("auto") == "faster-whisper"
+    assert TR.resolve_backend("whisperx") == "whisperx" and TR.resolve_backend(None) is None
+    # a torchaudio-style checkpoint in the torch hub, or an HF cache entry, turns WhisperX on
+    ckpt = tmp_path / "torch_home" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "wav2vec2_fairseq_base_ls960_asr_ls960.pth").write_bytes(b"")
+    assert TR.alignment_model_on_disk()
+    pytest.importorskip("whisperx")
+    assert TR.resolve_backend("auto") == "whisperx"
+
+
+def test_auto_transcribes_with_faster_whisper_offline(radio, tmp_path, monkeypatch):
+    _no_align_models(tmp_path, monkeypatch)
+    t = TR.transcribe(radio)                      # the default backend is auto
+    _check_words(t)
+    assert t.method == "faster-whisper-words"
+
+
 def test_whisperx_vad_checkpoint_allowance_is_scoped():
     import torch
 

@@ -69,6 +69,27 @@ def _even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
 
+def _cached_reference_track(compute, source: str | Path, settings: dict):
+    """The reference portrait's one-frame FaceTrack, from the preprocessing cache when its
+    file (image, or the video the reference frame comes from) was tracked before with the
+    same settings: keyed by the file's content hash, so a warm render runs no MediaPipe.
+    Stored under the cache's "face" stage (same key scheme and tool versions as preprocess:
+    a new MediaPipe invalidates it); a failed track (no face) is not stored."""
+    from echo_cli.errors import EchoError
+    from echo_cli.preprocess.cache import Cache, file_sha256
+    from echo_cli.preprocess.face import TRACK_VERSION, TrackSettings, load_track, save_track
+
+    c = Cache()
+    try:
+        key = c.key("face", file_sha256(source), {"reference": settings, "track": TrackSettings().key()},
+                    TRACK_VERSION)
+    except (OSError, EchoError):       # not a readable file: track without the cache
+        return compute()
+    track, _hit = c.get_or_compute("face", key, "npz", compute, save_track, load_track,
+                                   {"source": str(source), "kind": "reference portrait"})
+    return track
+
+
 def load_reference(reference: str | Path | None, driving: str | Path, opts: ReenactOptions,
                    fps: float) -> tuple[np.ndarray, np.ndarray]:
     """(rgb at output size, landmarks (478, 3) at output size)."""
@@ -97,9 +118,17 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
     # very large stills are tracked on a 4096 px copy (MediaPipe looks at 192-256 px crops
     # anyway; a full 8K copy per tracker pass costs memory, not accuracy)
     k = min(1.0, TRACK_MAX_SIDE / max(H, W))
-    small = img if k == 1.0 else cv2.resize(img, (int(W * k), int(H * k)), interpolation=cv2.INTER_AREA)
-    track = track_face(small, face_index=opts.face_index)            # InputError when no face
-    lm = track.landmarks[0].astype(np.float64) / k
+
+    def track_now():
+        small = img if k == 1.0 else cv2.resize(img, (int(W * k), int(H * k)), interpolation=cv2.INTER_AREA)
+        return track_face(small, face_index=opts.face_index)      # InputError when no face
+
+    track = _cached_reference_track(track_now, reference if opts.reference_frame is None else driving,
+                                    {"reference_frame": opts.reference_frame,
+                                     "fps": float(fps) if opts.reference_frame is not None else None,
+                                     "face_index": opts.face_index, "max_side": TRACK_MAX_SIDE, "size": [W, H]})
+    # float32 always (the cache stores float32): a cached and a fresh run give the same pixels
+    lm = track.landmarks[0].astype(np.float32).astype(np.float64) / k
     from echo_cli.motion.measures import inter_ocular
     iod = float(inter_ocular(lm)[0])
     if iod < MIN_FACE_PX:

@@ -204,29 +204,31 @@ def _check_turns_fit(spec, infos: dict, src) -> None:
 # Audio timeline
 # ---------------------------------------------------------------------------------------
 def load_tracks(spec, infos: dict) -> dict:
-    """avatar / user waves (16 kHz mono), both padded to one timeline length (the longer)."""
-    import numpy as np
+    """The avatar / user audio sources and the timeline length in 16 kHz samples (the
+    longer track). Paths, not waves: the tracks are streamed (counted here, mixed by
+    `output_audio`), so an hour-long dialogue costs no more memory than a minute."""
+    from echo_cli.media.audio_io import count_samples
 
-    from echo_cli.media.audio_io import load_audio
-
-    avatar = load_audio(spec.avatar.audio or spec.avatar.video)
+    avatar = Path(spec.avatar.audio or spec.avatar.video)
     user = None
     if spec.user is not None:
         if spec.user.audio:
-            user = load_audio(spec.user.audio)
+            user = Path(spec.user.audio)
         elif spec.user.video and infos.get("user_video") and infos["user_video"].has_audio:
-            user = load_audio(spec.user.video)
-    n = max(len(avatar), len(user) if user is not None else 0)
-    pad = lambda w: np.pad(w, (0, n - len(w))) if w is not None and len(w) < n else w  # noqa: E731
-    return {"avatar": pad(avatar), "user": pad(user), "n_samples": n}
+            user = Path(spec.user.video)
+    n = max(count_samples(avatar), count_samples(user) if user is not None else 0)
+    return {"avatar": avatar, "user": user, "n_samples": n}
 
 
-def output_audio(spec, tracks: dict):
-    from echo_cli.media.audio_io import mix
+def output_audio(spec, tracks: dict, path: Path) -> Path:
+    """Write the output track (the mix of both, or the avatar alone, padded to the timeline)
+    to `path` as a float32 WAV, streamed block by block; returns path for `mux`."""
+    from echo_cli.media.audio_io import write_mix
 
-    if spec.output.audio_mix == "both" and tracks.get("user") is not None:
-        return mix([tracks["avatar"], tracks["user"]])
-    return tracks["avatar"]
+    both = spec.output.audio_mix == "both" and tracks.get("user") is not None
+    srcs = [tracks["avatar"], tracks["user"]] if both else [tracks["avatar"]]
+    write_mix(srcs, path, n_samples=tracks["n_samples"])
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,7 +257,11 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     for key, path, tr in jobs:
         check_cancel()
         logger.info("preprocess %s: %s", key, path)
-        out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr)
+        # Whisper encoder features drive the avatar's lips only (audio_matrix of the avatar
+        # track); the user's side uses mel/energy/VAD. Not computing the user's saves its
+        # encoder time and a (frames, 512) array held for the whole render (184 MB an hour).
+        out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
+                         whisper=not key.startswith("user"))
     if spec.transcript.source == "file":
         from echo_cli.preprocess.transcript import read_transcript
 
@@ -403,9 +409,14 @@ def _render_stages(spec, settings, infos, result, timed, progress, explain=False
         anim = generate_frames(model, spec, settings, pre, n_frames, ablate)
     with timed("generate+render+encode"):
         user_info = infos.get("user_video")
-        res = encode(anim.frames, output_audio(spec, tracks), spec.output.path, settings, metadata=metadata,
-                     layout=spec.output.layout, user_video=spec.user.video if spec.user else None,
-                     user_is_image=bool(user_info and user_info.is_image), n_frames=n_frames, progress=progress)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix=f".{spec.output.path.stem}.echo-audio-",
+                                         dir=_tmp_root(spec.output.path)) as td:
+            res = encode(anim.frames, output_audio(spec, tracks, Path(td) / "mix.wav"), spec.output.path, settings,
+                         metadata=metadata, layout=spec.output.layout,
+                         user_video=spec.user.video if spec.user else None,
+                         user_is_image=bool(user_info and user_info.is_image), n_frames=n_frames, progress=progress)
     result.update(res)
     result["checkpoint"] = str(ckpt)
     result["turns"] = [{"speaker": t.speaker, "start": round(t.start, 3), "end": round(t.end, 3),

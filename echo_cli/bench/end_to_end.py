@@ -30,7 +30,9 @@ LCU (user context + turn emotions), generation, rendering, layout (side-by-side)
 Options (--set key=value): data=DIR, spec=dialogue.yaml (default: built from the data like
 samples/real_dialogue.yaml), preset=NAME (default "default"), size=PX (or --sizes 512),
 cache=both|cold|warm, seconds=S (loop the dialogue's real media to S seconds, built by
-bench/longform.py with a looped user video), user=video|audio, repeats=N (--help timings).
+bench/longform.py with a looped user video), user=video|audio, repeats=N (--help timings),
+layout=side-by-side|avatar (the sample's layout; "avatar" = the avatar alone, 512x512 at
+512 px, its own doc section "end-to-end-avatar").
 """
 from __future__ import annotations
 
@@ -72,6 +74,10 @@ STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "muxing": (("echo_cli.media.mux", "mux"),),
 }
 STAGES = tuple(STAGE_POINTS) + ("other",)
+# Libraries only new inputs need (face tracking, transcription, text-model loading): a
+# render whose inputs are all cached imports none of them (lazy imports at the point of use).
+HEAVY_ON_WARM = ("mediapipe", "ctranslate2", "faster_whisper", "whisperx", "pyannote.audio", "torchaudio",
+                 "transformers", "sentence_transformers", "lightning")
 RENDER_SIDE = ("retarget", "rendering", "layout", "encoding", "muxing")   # compared with the floor
 
 
@@ -254,6 +260,8 @@ def worker(spec: str, out: str, preset: str | None = None, size: int | None = No
                 "profile": prof.result(total, total_cpu),
                 "render_timings": res.get("timings", {}),
                 **{k: res.get(k) for k in ("output", "duration", "frames", "fps", "width", "height", "settings")}})
+    # a warm render must not import these (tests/test_bench_e2e.py checks `echo-cli render` itself)
+    rec["heavy_modules"] = [m for m in HEAVY_ON_WARM if m in sys.modules]
     try:
         import cv2
         import torch
@@ -285,8 +293,9 @@ def help_startup(repeats: int = 5) -> dict:
             "best_s": round(min(times), 3), "median_s": round(statistics.median(times), 3), "runs": len(times)}
 
 
-def default_spec(data: Path, work: Path) -> Path:
-    """samples/real_dialogue.yaml, with its media taken from `data` and its output in `work`."""
+def default_spec(data: Path, work: Path, layout: str = "side-by-side") -> Path:
+    """samples/real_dialogue.yaml, with its media taken from `data` and its output in `work`
+    (layout "avatar": the avatar alone, e.g. 512x512, instead of user | avatar)."""
     import yaml
 
     from echo_cli.io_atomic import write_text
@@ -304,8 +313,8 @@ def default_spec(data: Path, work: Path) -> Path:
             "turns": [{"speaker": "avatar", "start": 0.0, "end": 0.9},
                       {"speaker": "avatar", "start": 1.5, "end": 4.4, "emotion": "calm"},
                       {"speaker": "avatar", "start": 4.8, "end": 8.0, "emotion": "friendly"}],
-            "transcript": {"source": "whisperx"},
-            "output": {"path": str(work / "real_dialogue.mp4"), "audio_mix": "avatar", "layout": "side-by-side"},
+            "transcript": {"source": "auto"},
+            "output": {"path": str(work / "real_dialogue.mp4"), "audio_mix": "avatar", "layout": layout},
             "preset": "default", "seed": 7}
     path = work / "real_dialogue.yaml"
     write_text(path, "# samples/real_dialogue.yaml with absolute media paths (bench end-to-end)\n"
@@ -333,8 +342,10 @@ def measured_render(spec: Path, cache: Path, preset: str, size: int, work: Path,
     return rec
 
 
-def floor(n_frames: int, size: tuple[int, int], fps: float, crf: int, preset: str, clip: Path) -> dict:
-    """Plain decode + H.264 encode of n frames at `size` (the user clip looped as needed)."""
+def floor(n_frames: int, size: tuple[int, int], fps: float, crf: int, preset: str, clip: Path,
+          keep: Path | None = None) -> dict:
+    """Plain decode + H.264 encode of n frames at `size` (the user clip looped as needed);
+    `keep`: write the MP4 there (to report its size) instead of a temp file."""
     import itertools
 
     from echo_cli.bench.common import encode_frames
@@ -344,9 +355,12 @@ def floor(n_frames: int, size: tuple[int, int], fps: float, crf: int, preset: st
         while True:
             yield from iter_frames(clip, fps=fps, size=size)
 
-    t, n = encode_frames(itertools.islice(frames(), n_frames), size, fps, crf=crf, preset=preset)
-    return {"frames": n, "size": f"{size[0]}x{size[1]}", "seconds": round(t.seconds, 3), "cpu_s": round(t.cpu, 3),
-            "encoder": f"libx264 {preset} crf {crf}", "source": clip.name}
+    t, n = encode_frames(itertools.islice(frames(), n_frames), size, fps, crf=crf, preset=preset, path=keep)
+    out = {"frames": n, "size": f"{size[0]}x{size[1]}", "seconds": round(t.seconds, 3), "cpu_s": round(t.cpu, 3),
+           "encoder": f"libx264 {preset} crf {crf}", "source": clip.name, "rtf": round(t.seconds * fps / max(n, 1), 3)}
+    if keep is not None:
+        out["kB"] = round(Path(keep).stat().st_size / 1024, 1)
+    return out
 
 
 def _opt(args, key: str, default=None):
@@ -364,6 +378,11 @@ def run(args) -> dict:
     which = _opt(args, "cache", "both")
     repeats = int(_opt(args, "repeats", 5))
     seconds = float(_opt(args, "seconds", 0) or 0)
+    layout = _opt(args, "layout", "side-by-side")
+    if layout not in ("side-by-side", "avatar"):
+        from echo_cli.errors import UsageError
+
+        raise UsageError(f"unknown layout '{layout}'", fix="use --set layout=side-by-side or --set layout=avatar")
     startup = help_startup(repeats)
     with tempfile.TemporaryDirectory(prefix="echo-bench-e2e-") as td:
         work = Path(td)
@@ -378,9 +397,9 @@ def run(args) -> dict:
             workload = (f"{seconds:g} s looped real media (bench/longform.py, user {user}): portrait d12.jpg "
                         "speaking radio speech, user speech turns" + (" + looped clips/d3.mp4 face" if user == "video" else ""))
         else:
-            spec = default_spec(data, work)
+            spec = default_spec(data, work, layout)
             workload = ("samples/real_dialogue.yaml: portrait d12.jpg speaking RD_Radio34_002.wav (8 s), user "
-                        "clips/d3.mp4 (real listening face), side-by-side, WhisperX transcript")
+                        f"clips/d3.mp4 (real listening face), {layout}, transcript source auto")
         cache = work / "cache"
         from echo_cli.api.render import default_checkpoint
 
@@ -422,6 +441,7 @@ def run(args) -> dict:
                **{f"cpu_{k}": v for k, v in (r.get("profile") or {}).get("stages_cpu", {}).items()},
                "render_cpu_s": r.get("render_cpu_s"),
                "render_timings": r.get("render_timings"), "threads": r.get("threads"),
+               "heavy_modules": r.get("heavy_modules"),
                "error": r.get("error_line", "")}
         if fl and r.get("ok"):
             side = sum(st.get(k, 0.0) for k in RENDER_SIDE)
@@ -435,6 +455,8 @@ def run(args) -> dict:
              "size": size, "runs": runs}
     # a looped long dialogue gets its own doc section and history target, beside the sample's
     target = f"end-to-end-{seconds:g}s" if seconds and not _opt(args, "spec") else "end-to-end"
+    if layout == "avatar" and not _opt(args, "spec") and not seconds:
+        target += "-avatar"
     return report(target, args, rows, md, extra)
 
 
@@ -477,6 +499,9 @@ def _markdown(rows, startup, fl, acceptance, command, workload, preset, size, m)
     if fl:
         lines.append(f"Floor: plain decode + H.264 encode of {fl['frames']} frames at {fl['size']} "
                      f"({fl['encoder']}, {fl['source']} looped): {fl['seconds']:.2f} s wall, {fl['cpu_s']:.2f} CPU s.")
+    lines.append("Input-only libraries imported by the render process: " + "; ".join(
+        f"{r['run']}: {', '.join(r['heavy_modules']) or 'none'}" for r in rows if r.get("heavy_modules") is not None)
+        + ".")
     lines.append(f"`echo-cli --help`: best {startup['best_s']:.3f} s, median {startup['median_s']:.3f} s "
                  f"({startup['runs']} runs).")
     lines += ["", "| acceptance | value | pass |", "|---|---|---|"]
@@ -573,6 +598,53 @@ def threads_bench(configs=(1, 2), frames: int = 40) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------
+# Transcription backends as a cold render pays for them (python -m echo_cli.bench.end_to_end transcribers)
+# ---------------------------------------------------------------------------------------
+def transcriber_worker(backend: str, path: str) -> dict:
+    """One transcription in this (fresh) process: imports and model loads included."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    w0, c0 = time.perf_counter(), cpu()
+    from echo_cli.features.audio import read_audio
+    from echo_cli.preprocess.transcript import transcribe
+
+    tr = transcribe(read_audio(path), backend=backend)
+    return {"backend": backend, "file": Path(path).name, "method": tr.method, "wall_s": round(time.perf_counter() - w0, 2),
+            "cpu_s": round(cpu() - c0, 2), "words": [[w.text, w.start, w.end] for w in tr.words],
+            "load_1min": round(os.getloadavg()[0], 2)}
+
+
+def transcribers_bench(files: list[str], backends=("faster-whisper", "whisperx")) -> dict:
+    """Each backend on each file in a fresh process, and how far their words and times agree."""
+    import statistics
+
+    rows = []
+    for f in files:
+        for b in backends:
+            with tempfile.TemporaryDirectory(prefix="echo-asr-") as td:
+                out = Path(td) / "r.json"
+                p = subprocess.run([sys.executable, "-m", "echo_cli.bench.end_to_end", "transcriber-worker", b, f,
+                                    str(out)], capture_output=True, text=True, timeout=900)
+                rows.append(json.loads(out.read_text()) if out.is_file() else
+                            {"backend": b, "file": Path(f).name, "error": p.stderr[-500:]})
+    agree = []
+    for f in files:
+        by = {r["backend"]: r for r in rows if r["file"] == Path(f).name and "words" in r}
+        if len(by) == 2:
+            a, b = (by[k]["words"] for k in backends)
+            pairs = list(zip(a, b))
+            agree.append({"file": Path(f).name, "words": [len(a), len(b)],
+                          "same_text": sum(x[0].lower() == y[0].lower() for x, y in pairs),
+                          "median_start_diff_s": round(statistics.median(abs(x[1] - y[1]) for x, y in pairs), 3) if pairs else None,
+                          "max_start_diff_s": round(max((abs(x[1] - y[1]) for x, y in pairs), default=0.0), 3)})
+    return {"rows": rows, "agreement": agree}
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -588,6 +660,18 @@ def main(argv: list[str] | None = None) -> None:
     tw.add_argument("n", type=int)
     tw.add_argument("out")
     tw.add_argument("--frames", type=int, default=40)
+    fl = sub.add_parser("floors", help="the plain-encode floor per size and libx264 preset (speed and file size)")
+    fl.add_argument("--sizes", default="512x512,1024x512")
+    fl.add_argument("--presets", default="veryfast,superfast,ultrafast")
+    fl.add_argument("--frames", type=int, default=295)
+    fl.add_argument("--crf", type=int, default=20)
+    tr = sub.add_parser("transcribers", help="faster-whisper vs WhisperX per file, fresh processes")
+    tr.add_argument("files", nargs="*")
+    tr.add_argument("--out", default=None)
+    trw = sub.add_parser("transcriber-worker", help="one transcription (used by `transcribers`)")
+    trw.add_argument("backend")
+    trw.add_argument("file")
+    trw.add_argument("out")
     th = sub.add_parser("threads", help="compare thread settings (1 vs 2) on the hot paths")
     th.add_argument("--configs", default="1,2")
     th.add_argument("--frames", type=int, default=40)
@@ -599,6 +683,39 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.redirect_stdout(sys.stderr):
             rec = threads_worker(a.n, a.frames)
         write_text(a.out, json.dumps(rec, indent=1) + "\n")
+        return
+    if a.cmd == "floors":
+        from echo_cli.bench.common import shared_data
+
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="echo-floors-") as td:
+            for sz in a.sizes.split(","):
+                w, h = (int(v) for v in sz.lower().split("x"))
+                for preset in a.presets.split(","):
+                    rows.append(floor(a.frames, (w, h), 25.0, a.crf, preset, shared_data() / "clips/d3.mp4",
+                                      keep=Path(td) / f"{sz}_{preset}.mp4"))
+                    rows[-1]["load_1min"] = round(os.getloadavg()[0], 2)
+                    print(json.dumps(rows[-1]), flush=True)
+        return
+    if a.cmd == "transcriber-worker":
+        from echo_cli.io_atomic import write_text
+
+        with contextlib.redirect_stdout(sys.stderr):
+            rec = transcriber_worker(a.backend, a.file)
+        write_text(a.out, json.dumps(rec) + "\n")
+        return
+    if a.cmd == "transcribers":
+        from echo_cli.bench.common import shared_data
+
+        files = a.files or [str(shared_data() / "audio/RD_Radio34_002.wav"), str(shared_data() / "clips/d3.mp4")]
+        rec = transcribers_bench(files)
+        rec["command"] = "python -m echo_cli.bench.end_to_end transcribers " + " ".join(sys.argv[2:])
+        text = json.dumps(rec, indent=1)
+        if a.out:
+            from echo_cli.io_atomic import write_text
+
+            write_text(a.out, text + "\n")
+        print(text)
         return
     if a.cmd == "threads":
         rows = threads_bench(tuple(int(x) for x in a.configs.split(",")), a.frames)

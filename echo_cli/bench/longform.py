@@ -11,11 +11,17 @@ long is ever held in memory here):
 The avatar is a real portrait (portraits/d12.jpg). The user is heard only (`user="audio"`,
 the cheapest on disk), or also seen (`user="video"`: clips/d3.mp4, a real listening face,
 looped and scaled down to 160 px to keep the file small), or absent (`user="none"`).
+Transcript: `transcript="faster-whisper"` (default) makes the render transcribe both long
+tracks itself; `transcript="file"` transcribes each 16-s half once here (faster-whisper on
+the same real speech) and writes transcript_<len>.json with those words repeated in every
+cycle (speaker-labelled), so a long memory check need not spend hours transcribing while
+every length-dependent array of the render is still built (features, LCU, frames, mux).
 Disk: audio is FLAC (16 kHz mono, about 1 MB per minute per track); the user video at
 160 px is about 1-2 MB per minute. Files are reused when already built (same name).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -66,6 +72,22 @@ def _loop(src: Path, dst: Path, seconds: float, codec_args: list[str]) -> None:
         args = ff.base_args() + ["-stream_loop", "-1", "-i", str(src), "-t", f"{seconds:.3f}", *codec_args,
                                  "-f", "flac" if dst.suffix == ".flac" else "mp4", str(tmp)]
         ff.run(args, what=f"build {dst.name}", path=dst, error=OutputError, fix="check free disk space")
+
+
+def looped_words(root: Path, seconds: float, with_user: bool = True) -> list[dict]:
+    """Words of each half transcribed once (faster-whisper), repeated at every cycle's offset
+    up to `seconds`: the transcript the render would get from the looped tracks."""
+    from echo_cli.preprocess.transcript import transcribe
+
+    halves = [("avatar", 0.0, AVATAR_SPEECH)] + ([("user", HALF, USER_SPEECH)] if with_user else [])
+    base = [(who, off, w) for who, off, paths in halves
+            for w in transcribe(_half([root / p for p in paths]), backend="faster-whisper").words]
+    out, t = [], 0.0
+    while t < seconds:
+        out += [{"text": w.text, "start": round(t + off + w.start, 3), "end": round(t + off + w.end, 3), "speaker": who}
+                for who, off, w in base if t + off + w.end <= seconds]
+        t += 2 * HALF
+    return out
 
 
 def turns(seconds: float) -> list[dict]:
@@ -127,6 +149,11 @@ def build_dialogue(minutes: float, out_dir: str | Path, data: str | Path | None 
                   ["-an", "-vf", "scale=160:160,fps=25", "-c:v", "libx264", "-preset", "veryfast", "-crf", "30",
                    "-pix_fmt", "yuv420p"])
         spec["user"]["video"] = str(user_video.resolve())
+    if transcript == "file":
+        tr_path = out / f"transcript_{tag}.json"
+        if not tr_path.is_file():
+            write_text(tr_path, json.dumps({"language": "en", "words": looped_words(root, seconds, user != "none")}))
+        spec["transcript"] = {"source": "file", "path": str(tr_path.resolve())}
     path = out / "dialogue.yaml"
     header = (f"# {minutes:g}-minute dialogue built by echo_cli.bench.longform from looped real media\n"
               f"# ({root}): avatar {PORTRAIT} + {', '.join(AVATAR_SPEECH)}; user {', '.join(USER_SPEECH)}"
@@ -147,7 +174,8 @@ if __name__ == "__main__":
     ap.add_argument("minutes", type=float)
     ap.add_argument("out_dir")
     ap.add_argument("--user", choices=("audio", "video", "none"), default="audio")
+    ap.add_argument("--transcript", choices=("faster-whisper", "file"), default="faster-whisper")
     ap.add_argument("--data", default=os.environ.get("ECHO_SHARED_DATA"))
     a = ap.parse_args()
-    p = build_dialogue(a.minutes, a.out_dir, a.data, user=a.user)
+    p = build_dialogue(a.minutes, a.out_dir, a.data, user=a.user, transcript=a.transcript)
     print(p, f"{disk_mb(a.out_dir):.1f} MB")

@@ -15,6 +15,12 @@ The long-render check (`python -m echo_cli.bench.memory --minutes 1,10,60`) buil
 dialogues of those lengths by looping real media (bench/longform.py), renders each with
 `echo-cli render` from an empty cache (preprocessing and transcription included), and
 reports each peak, the ratio to the shortest and the growth per minute of video.
+`--transcript file` supplies a transcript of the looped speech instead (bench/longform.py)
+so an hour-long check does not spend hours in faster-whisper; `--preset draft --size 256`
+makes the frame loop cheaper. Neither changes which arrays grow with the length (audio
+decode, features, VAD, LCU tracks, mix, mux are all still exercised). Each render's memory
+trace is also written live to <work>/<len>min/trace.tsv (seconds, MB now, MB peak so far),
+so a render stopped by --timeout still shows where memory went.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ class RunStats:
     wall_s: float
     cpu_s: float                        # user + system CPU of the finished process tree
     peak_mb: float                      # sampled peak of the summed tree RSS
+    peak_pss_mb: float                  # sampled peak of the summed tree PSS (shared pages split)
     max_child_rss_mb: float             # ru_maxrss of the largest finished child (one process)
     samples: int
     timed_out: bool
@@ -55,6 +62,32 @@ class RunStats:
 from echo_cli.bench.common import tree_rss as _tree_rss  # noqa: E402
 
 
+def _tree_pss(ps) -> int:
+    """Sum of PSS (bytes) over a process and its descendants, from /proc/<pid>/smaps_rollup.
+    Why beside the RSS sum: a child forked by a big process (every ffmpeg spawn: fork, then
+    exec) shows the parent's whole resident set as its own RSS until it execs, so the RSS
+    sum can briefly count the parent twice (measured: a 1 GB parent's forked child reads
+    974 MB); PSS splits shared pages between the sharers and counts them once. 0 where
+    smaps_rollup is unavailable."""
+    import psutil
+
+    total = 0
+    try:
+        procs = [ps] + ps.children(recursive=True)
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
 def _downsample(trace: list[tuple[float, float]], keep: int = 240) -> list[tuple[float, float]]:
     """At most `keep` points, each the max of its bucket (a peak must survive)."""
     if len(trace) <= keep:
@@ -69,8 +102,11 @@ def _downsample(trace: list[tuple[float, float]], keep: int = 240) -> list[tuple
 
 
 def run_measured(cmd: list[str], *, env: dict | None = None, cwd: str | Path | None = None,
-                 timeout: float | None = None, interval: float = 0.2, nice: int = 0) -> RunStats:
-    """Run `cmd`, sampling the RSS of its process tree; stdout is kept, stderr's tail too."""
+                 timeout: float | None = None, interval: float = 0.2, nice: int = 0,
+                 live: str | Path | None = None) -> RunStats:
+    """Run `cmd`, sampling the RSS of its process tree; stdout is kept, stderr's tail too.
+    live: a file that gets one "seconds<TAB>MB" line per second as the run goes (an hour-long
+    render that is stopped early still leaves its memory trace)."""
     import resource
 
     import psutil
@@ -84,17 +120,26 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: str | Path | N
         ps = psutil.Process(proc.pid)
         trace: list[tuple[float, float]] = []
         peak = 0
+        peak_pss = 0
         timed_out = False
+        live_f = open(live, "w", buffering=1) if live else None
+        last_live = -1.0
         try:
             while proc.poll() is None:
                 rss = _tree_rss(ps)
                 peak = max(peak, rss)
+                peak_pss = max(peak_pss, _tree_pss(ps))
                 trace.append((time.perf_counter() - t0, rss / 2 ** 20))
+                if live_f is not None and trace[-1][0] - last_live >= 1.0:
+                    last_live = trace[-1][0]
+                    live_f.write(f"{trace[-1][0]:.1f}\t{trace[-1][1]:.1f}\t{peak / 2 ** 20:.1f}\n")
                 if timeout is not None and time.perf_counter() - t0 > timeout:
                     timed_out = True
                     break
                 time.sleep(interval)
         finally:
+            if live_f is not None:
+                live_f.close()
             if proc.poll() is None:          # timeout or an exception here: stop the tree we started
                 for child in ps.children(recursive=True) if ps.is_running() else []:
                     try:
@@ -111,7 +156,8 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: str | Path | N
         err = err_f.read().decode("utf-8", "replace")
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return RunStats(cmd=[str(c) for c in cmd], rc=None if timed_out else rc, wall_s=wall, cpu_s=cpu,
-                    peak_mb=peak / 2 ** 20, max_child_rss_mb=r1.ru_maxrss / 1024, samples=len(trace),
+                    peak_mb=peak / 2 ** 20, peak_pss_mb=peak_pss / 2 ** 20,
+                    max_child_rss_mb=r1.ru_maxrss / 1024, samples=len(trace),
                     timed_out=timed_out, stdout=stdout, stderr_tail=err[-3000:], trace=_downsample(trace))
 
 
@@ -161,7 +207,8 @@ def slope_mb_per_min(points: list[tuple[float, float]]) -> float | None:
 
 def long_render_memory(minutes: list[float], *, data: Path | None = None, preset: str = "default",
                        size: int = 512, user: str = "audio", timeout: float = 1500, work: Path | None = None,
-                       keep_outputs: bool = False, nice: int = 0, checkpoint: Path | None = None) -> list[dict]:
+                       keep_outputs: bool = False, nice: int = 0, checkpoint: Path | None = None,
+                       transcript: str = "faster-whisper") -> list[dict]:
     """Build and render one looped dialogue per length; one row per length. Without a
     checkpoint and no trained default installed, an untrained one with the default
     architecture is used (memory and speed do not depend on the weights)."""
@@ -179,20 +226,25 @@ def long_render_memory(minutes: list[float], *, data: Path | None = None, preset
     try:
         for m in minutes:
             d = work / f"{m:g}min"
-            spec = build_dialogue(m, d, data=data, user=user)
+            spec = build_dialogue(m, d, data=data, user=user, transcript=transcript)
             cache = d / "cache"
+            import shutil
+
+            shutil.rmtree(cache, ignore_errors=True)     # from an empty cache, even after a killed run
             stats = run_measured(render_command(spec, preset=preset, size=size, checkpoint=checkpoint),
                                  env=bench_env(cache),
-                                 timeout=timeout, nice=nice)
+                                 timeout=timeout, nice=nice, live=d / "trace.tsv")
             res = {}
             try:
                 res = json.loads(stats.stdout.strip().splitlines()[-1]) if stats.stdout.strip() else {}
             except json.JSONDecodeError:
                 pass
-            row = {"minutes": m, "user": user, "preset": preset, "size": size, "rc": stats.rc,
+            row = {"minutes": m, "user": user, "preset": preset, "size": size, "transcript": transcript,
+                   "rc": stats.rc,
                    "checkpoint": str(checkpoint or default_checkpoint()),
                    "timed_out": stats.timed_out, "wall_s": round(stats.wall_s, 1), "cpu_s": round(stats.cpu_s, 1),
-                   "peak_mb": round(stats.peak_mb, 1), "max_child_rss_mb": round(stats.max_child_rss_mb, 1),
+                   "peak_mb": round(stats.peak_mb, 1), "peak_pss_mb": round(stats.peak_pss_mb, 1),
+                   "max_child_rss_mb": round(stats.max_child_rss_mb, 1),
                    "rtf": round(stats.wall_s / (m * 60), 3), "frames": res.get("frames"),
                    "error": "" if stats.rc == 0 else stats.stderr_tail.strip().splitlines()[-1:] or "",
                    "trace": stats.trace}
@@ -203,8 +255,8 @@ def long_render_memory(minutes: list[float], *, data: Path | None = None, preset
             if not keep_outputs:
                 for p in d.glob("*.mp4"):
                     p.unlink(missing_ok=True)
-                import shutil
-
+                for p in d.glob(".*.echo-*"):         # a render stopped by the timeout leaves its temp dirs
+                    shutil.rmtree(p, ignore_errors=True)
                 shutil.rmtree(cache, ignore_errors=True)
     finally:
         if own and not keep_outputs:
@@ -223,7 +275,9 @@ def markdown(rows: list[dict], command: str) -> str:
     ok = [(r["minutes"], r["peak_mb"]) for r in rows if r["rc"] == 0]
     slope = slope_mb_per_min(ok)
     m = machine()
-    cols = [("minutes", "video minutes"), ("user", "user input"), ("frames", "frames"), ("peak_mb", "peak MB (tree)"),
+    cols = [("minutes", "video minutes"), ("user", "user input"), ("preset", "preset"), ("size", "px"),
+            ("transcript", "transcript"), ("frames", "frames"), ("peak_mb", "peak MB (tree RSS)"),
+            ("peak_pss_mb", "peak MB (tree PSS)"),
             ("max_child_rss_mb", "largest process MB"), ("vs_first", "peak / shortest"), ("wall_s", "wall s"),
             ("rtf", "RTF"), ("rc", "exit")]
     lines = [f"Command: `{command}`", "", markdown_table(rows, cols), ""]
@@ -245,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--user", choices=("audio", "video", "none"), default="audio",
                     help="the user as looped speech only, or also a looped low-res face video")
+    ap.add_argument("--transcript", choices=("faster-whisper", "file"), default="faster-whisper",
+                    help="faster-whisper: the render transcribes the long tracks; file: a transcript of "
+                         "the looped speech is supplied (bench/longform.py), the rest of the render unchanged")
     ap.add_argument("--timeout", type=float, default=1500, help="per render, seconds")
     ap.add_argument("--nice", type=int, default=0)
     ap.add_argument("--checkpoint", default=None, help="model (default: the installed one, else untrained, timing only)")
@@ -256,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
     minutes = [float(x) for x in a.minutes.split(",")]
     rows = long_render_memory(minutes, data=Path(a.data) if a.data else None, preset=a.preset, size=a.size,
                               user=a.user, timeout=a.timeout, work=Path(a.work) if a.work else None, nice=a.nice,
-                              checkpoint=Path(a.checkpoint) if a.checkpoint else None)
+                              checkpoint=Path(a.checkpoint) if a.checkpoint else None, transcript=a.transcript)
     command = "python -m echo_cli.bench.memory " + " ".join(argv if argv is not None else sys.argv[1:])
     args = BenchArgs(out=Path(a.out) if a.out else None, doc=Path(a.doc) if a.doc else None,
                      history=Path(a.history) if a.history else None, command=command.strip())

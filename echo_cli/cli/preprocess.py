@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         overlay: Annotated[bool, typer.Option("--overlay", help="write a debug video with landmarks and crop box (needs -o)")] = False,
         face_index: Annotated[Optional[int], typer.Option("--face-index", min=0, help="with several faces: the n-th from the left")] = None,
         pick: Annotated[Optional[str], typer.Option("--pick", help="with several faces: the one nearest x,y (0..1)")] = None,
-        transcript: Annotated[str, typer.Option("--transcript", help="whisperx | faster-whisper | none")] = "whisperx",
+        transcript: Annotated[str, typer.Option("--transcript", help="auto | whisperx | faster-whisper | none (auto: WhisperX only when its alignment model is on disk)")] = "auto",
         language: Annotated[Optional[str], typer.Option("--language", help="transcript language, e.g. en (default: detect)")] = None,
         fps: Annotated[Optional[float], typer.Option("--fps", min=1.0, max=120.0, help="resample videos to this frame rate")] = None,
         no_whisper: Annotated[bool, typer.Option("--no-whisper", help="skip Whisper encoder features")] = False,
@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
         from echo_cli.errors import PartialFailure, UsageError
         from echo_cli.preprocess.pipeline import PreprocessOptions
 
-        if transcript not in ("whisperx", "faster-whisper", "none"):
-            raise UsageError(f"unknown --transcript '{transcript}'", fix="use whisperx, faster-whisper or none")
+        if transcript not in ("auto", "whisperx", "faster-whisper", "none"):
+            raise UsageError(f"unknown --transcript '{transcript}'", fix="use auto, whisperx, faster-whisper or none")
         opts = PreprocessOptions(fps=fps, face_index=face_index, pick=_parse_pick(pick), whisper=not no_whisper,
                                  transcript=None if transcript == "none" else transcript, language=language,
                                  require_audio=require_audio)

@@ -314,6 +314,28 @@ def mouth_ratio(mouth, speaking) -> float:
     return float(np.nanmean(m[~s]) / sp)
 
 
+def mouth_std_ratio(mouth, speaking, listening=None, margin: int = 0) -> float:
+    """Std of mouth opening while listening / std while speaking (issue 7: ≤ 0.35).
+    listening: (T,) bool, default = not speaking. margin: frames dropped after every change
+    of the speaking state (the mouth closing at the end of a turn belongs to neither state).
+    NaN when either class has fewer than 5 frames or the speaking std is 0."""
+    m = _f(mouth)
+    s = np.asarray(speaking, dtype=bool)[: len(m)]
+    m = m[: len(s)]
+    li = ~s if listening is None else (np.asarray(listening, dtype=bool)[: len(s)] & ~s)
+    if margin > 0:
+        keep = np.ones(len(s), bool)
+        for c in np.flatnonzero(np.diff(s.astype(int)) != 0) + 1:
+            keep[c:c + margin] = False
+        s, li = s & keep, li & keep
+    ok = np.isfinite(m)
+    s, li = s & ok, li & ok
+    if s.sum() < 5 or li.sum() < 5:
+        return _nan()
+    sd = float(np.std(m[s]))
+    return float(np.std(m[li]) / sd) if sd > 1e-12 else _nan()
+
+
 def reaction_delay(activity, events, fps: float, window_s: float = 2.0, baseline_s: float = 1.0,
                    k_sigma: float = 3.0, sustain: int = 3) -> float:
     """Median seconds from each event (frame indices, e.g. user turn starts or smiles) until

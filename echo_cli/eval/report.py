@@ -42,7 +42,11 @@ FIELDS: dict[str, list[tuple[str, str, str]]] = {
     "conversation": [
         ("speaking_fraction", "speaking fraction", "0"),
         ("mouth_ratio", "mouth listen/speak", "-"),
+        ("mouth_std_ratio", "mouth std listen/speak (≤ 0.35)", "-"),
         ("reaction_delay_s", "reaction delay (s)", "0"),
+        ("follow_rate", "nod/smile 0.2-1.5 s after user event", "+"),
+        ("follow_chance", "… same, user events shifted (chance)", "0"),
+        ("follow_p", "… p (shifts ≥ observed)", "-"),
     ],
     "temporal": [
         ("jitter", "jitter", "0"),

@@ -143,9 +143,15 @@ def evaluate(m: ME.Measurement, *, ref: ME.Measurement | None = None, user: ME.M
     else:
         speaking, source = ME.voice_activity(wave, fps, T), "voice activity of the audio"
     events = [int(round(t.start * fps)) for t in turns if t.speaker == "user"]
+    listening = turn_mask(turns, "user", fps, T) if any(t.speaker == "user" for t in turns) else None
     conv = {"speaking_source": source, "speaking_fraction": _num(speaking.mean()),
             "mouth_ratio": _num(M.mouth_ratio(mouth, speaking)),
-            "reaction_delay_s": _num(M.reaction_delay(ME.motion_speed(m), events, fps)) if events else None}
+            # std while listening / while speaking, 0.2 s after each turn change dropped
+            "mouth_std_ratio": _num(M.mouth_std_ratio(mouth, speaking, listening, int(round(0.2 * fps)))),
+            "reaction_delay_s": _num(M.reaction_delay(ME.motion_speed(m), events, fps)) if events else None,
+            "follow_rate": None, "follow_chance": None, "follow_p": None, "follow_user_events": None}
+    if user is not None:
+        conv.update(follow_summary(m, user, turns, expr, pose))
 
     # -- temporal ----------------------------------------------------------------------
     tmp = {"jitter": _num(M.jitter(m.landmarks)), "jitter_lips": _num(M.jitter(m.landmarks, M.LIPS)),
@@ -185,6 +191,26 @@ def evaluate(m: ME.Measurement, *, ref: ME.Measurement | None = None, user: ME.M
             "user": user.path if user is not None else None,
             "technical": tech, "lip_sync": lip, "behaviour": beh, "conversation": conv,
             "temporal": tmp, "identity": idn, "notes": notes}
+
+
+def follow_summary(m: ME.Measurement, user: ME.Measurement, turns: Sequence[Turn], expr=None, pose=None) -> dict:
+    """Avatar nod/smile onsets 0.2-1.5 s after user smile onsets and pauses (ends of user
+    turns; the user video's own voice pauses when it has sound) vs circularly shifted user
+    events (eval/events.py)."""
+    from echo_cli.eval import events as EV
+
+    fps, T = m.fps, m.n_frames
+    expr = ME.expression_features(m.landmarks) if expr is None else expr
+    pose = ME.pose_features(m.landmarks, m.euler) if pose is None else pose
+    cfg = EV.EventConfig() if m.euler is not None else EV.PROXY_EVENTS
+    a_ev = EV.avatar_events(pose[:, 1], expr[:, 2], fps, cfg)
+    pauses = [t.end for t in turns if t.speaker == "user"]
+    if not pauses and user.wave is not None:
+        pauses = EV.pause_times(ME.voice_activity(user.wave, user.fps, user.n_frames), user.fps)
+    u_ev = EV.user_events(fps, T, ME.expression_features(user.landmarks)[:, 2], user.fps, pauses, cfg)
+    r = EV.follow_test([(u_ev, a_ev, T)], fps, n_shifts=500)
+    return {"follow_rate": _num(r["rate"]), "follow_chance": _num(r["chance"]), "follow_p": _num(r["p"]),
+            "follow_user_events": r["n_user_events"], "follow_avatar_events_per_s": _num(r["avatar_rate_per_s"])}
 
 
 def evaluate_file(video: str | Path, *, ref: str | Path | None = None, user: str | Path | None = None,

@@ -153,37 +153,181 @@ def _mel_filters() -> np.ndarray:
     return FeatureExtractor.get_mel_filters(SAMPLE_RATE, N_FFT, n_mels=N_MELS).astype(np.float32)
 
 
+BLOCK_FRAMES = 2048      # frame centres processed together: bounds the (block, window) temporaries
+
+
 def _windows(wave: np.ndarray, centres_s: np.ndarray, length: int) -> np.ndarray:
-    """(T, length) windows of `wave` centred at the given times (zero padded at the ends)."""
+    """(T, length) windows of `wave` centred at the given times (zero padded at the ends).
+
+    Only the stretch of `wave` the windows cover is copied, so callers can walk a long
+    track in blocks of centres (see `_blockwise`) without a padded copy of the whole track."""
     half = length // 2
-    padded = np.pad(wave, (half, length))
-    starts = np.round(centres_s * SAMPLE_RATE).astype(np.int64)  # index of centre in wave = start in padded
-    idx = starts[:, None] + np.arange(length)[None, :]
-    idx = np.clip(idx, 0, padded.shape[0] - 1)
-    return padded[idx]
+    starts = np.round(np.asarray(centres_s) * SAMPLE_RATE).astype(np.int64) - half  # first sample of each window
+    if starts.size == 0:
+        return np.zeros((0, length), wave.dtype)
+    lo, hi = int(starts.min()), int(starts.max()) + length
+    seg = np.zeros(hi - lo, wave.dtype)                  # samples outside the track are zeros
+    a, b = max(lo, 0), min(hi, wave.shape[0])
+    if b > a:
+        seg[a - lo:b - lo] = wave[a:b]
+    return seg[(starts - lo)[:, None] + np.arange(length)[None, :]]
 
 
-def log_mel(wave: np.ndarray, centres_s: np.ndarray) -> np.ndarray:
-    win = _windows(wave, centres_s, N_FFT) * np.hanning(N_FFT + 1)[:-1].astype(np.float32)
-    power = np.abs(np.fft.rfft(win, n=N_FFT, axis=1)) ** 2          # (T, 201)
-    mel = power @ _mel_filters().T                                    # (T, 80)
-    return np.log10(np.maximum(mel, 1e-10)).astype(np.float32)
+def _blockwise(fn, centres_s: np.ndarray, width: int | None, block: int = BLOCK_FRAMES) -> np.ndarray:
+    """fn(centres of one block) for consecutive blocks, written into one float32 output:
+    each row depends only on its own window, so the result equals one whole-track call
+    while the temporaries stay (block x window) whatever the track's length."""
+    n = int(centres_s.shape[0])
+    out = np.empty((n,) if width is None else (n, width), np.float32)
+    for s in range(0, n, block):
+        out[s:s + block] = fn(centres_s[s:s + block])
+    return out
 
 
-def energy_db(wave: np.ndarray, centres_s: np.ndarray, fps: float) -> np.ndarray:
+def log_mel(wave: np.ndarray, centres_s: np.ndarray, block: int = BLOCK_FRAMES) -> np.ndarray:
+    hann = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
+    filters = _mel_filters().T
+
+    def one(c: np.ndarray) -> np.ndarray:
+        win = _windows(wave, c, N_FFT) * hann
+        power = np.abs(np.fft.rfft(win, n=N_FFT, axis=1)) ** 2      # (b, 201)
+        return np.log10(np.maximum(power @ filters, 1e-10))           # (b, 80)
+
+    return _blockwise(one, centres_s, N_MELS, block)
+
+
+def energy_db(wave: np.ndarray, centres_s: np.ndarray, fps: float, block: int = BLOCK_FRAMES) -> np.ndarray:
     length = max(int(round(SAMPLE_RATE / fps)), 16)
-    win = _windows(wave, centres_s, length)
-    rms = np.sqrt(np.mean(win.astype(np.float64) ** 2, axis=1))
-    return np.maximum(20.0 * np.log10(rms + 1e-10), -100.0).astype(np.float32)
+
+    def one(c: np.ndarray) -> np.ndarray:
+        rms = np.sqrt(np.mean(_windows(wave, c, length).astype(np.float64) ** 2, axis=1))
+        return np.maximum(20.0 * np.log10(rms + 1e-10), -100.0)
+
+    return _blockwise(one, centres_s, None, block)
+
+
+VAD_WINDOW = 512          # Silero's hop at 16 kHz (samples per probability)
+VAD_CONTEXT = 64          # samples of the previous hop each hop sees
+VAD_BATCH = 10000         # hops per ONNX call (as faster-whisper: same batches, same numbers)
+
+
+def silero_probs(wave: np.ndarray, model=None) -> np.ndarray:
+    """Silero speech probability per 512-sample hop: what faster-whisper's
+    SileroVADModel(padded track) returns, computed batch by batch straight from `wave`.
+    faster-whisper pads the whole track, then builds a (hops, 576) copy with each hop's
+    context (2.2x the track at once); here only one batch of hops (22 MB) exists at a time,
+    with the same batches and the same carried LSTM state, so the numbers are identical."""
+    if model is None:
+        from faster_whisper.vad import get_vad_model
+
+        model = get_vad_model()
+    n = int(wave.shape[0])
+    n_hops = (n + VAD_WINDOW - n % VAD_WINDOW) // VAD_WINDOW    # faster-whisper always adds padding
+    h = np.zeros((1, 1, 128), np.float32)
+    c = np.zeros((1, 1, 128), np.float32)
+    out = np.empty(n_hops, np.float32)
+    cols = np.arange(VAD_WINDOW + VAD_CONTEXT)
+    for i in range(0, n_hops, VAD_BATCH):
+        k = min(VAD_BATCH, n_hops - i)
+        lo = i * VAD_WINDOW - VAD_CONTEXT                          # first sample of the first row
+        seg = np.zeros(k * VAD_WINDOW + VAD_CONTEXT, np.float32)
+        a, b = max(lo, 0), min(lo + seg.size, n)
+        if b > a:
+            seg[a - lo:b - lo] = wave[a:b]
+        rows = seg[(np.arange(k) * VAD_WINDOW)[:, None] + cols[None, :]]
+        if i == 0:
+            rows[0, :VAD_CONTEXT] = 0.0                           # the first hop has no context
+        if i + k == n_hops:                                       # faster-whisper zeroes the last hop's
+            rows[-1, -VAD_CONTEXT:] = 0.0                         # tail (a view it writes through); so do we
+        o, h, c = model.session.run(None, {"input": rows, "h": h, "c": c})
+        out[i:i + k] = np.asarray(o, np.float32).reshape(-1)
+    return out
+
+
+def speech_spans(probs: np.ndarray, n_samples: int, opts) -> list[dict]:
+    """faster_whisper.vad.get_speech_timestamps after its model call (same thresholds,
+    hysteresis, splitting and padding; kept line for line so the spans are the same):
+    [{"start", "end"}] in samples."""
+    threshold, neg_threshold = opts.threshold, opts.neg_threshold
+    win, sr = VAD_WINDOW, SAMPLE_RATE
+    min_speech_samples = sr * opts.min_speech_duration_ms / 1000
+    speech_pad_samples = sr * opts.speech_pad_ms / 1000
+    max_speech_samples = sr * opts.max_speech_duration_s - win - 2 * speech_pad_samples
+    min_silence_samples = sr * opts.min_silence_duration_ms / 1000
+    min_silence_samples_at_max_speech = sr * 98 / 1000
+    if neg_threshold is None:
+        neg_threshold = max(threshold - 0.15, 0.01)
+    triggered, speeches, cur = False, [], {}
+    temp_end = prev_end = next_start = 0
+    for i, p in enumerate(probs):
+        if p >= threshold and temp_end:
+            temp_end = 0
+            if next_start < prev_end:
+                next_start = win * i
+        if p >= threshold and not triggered:
+            triggered = True
+            cur["start"] = win * i
+            continue
+        if triggered and win * i - cur["start"] > max_speech_samples:
+            if prev_end:
+                cur["end"] = prev_end
+                speeches.append(cur)
+                cur = {}
+                if next_start < prev_end:
+                    triggered = False
+                else:
+                    cur["start"] = next_start
+                prev_end = next_start = temp_end = 0
+            else:
+                cur["end"] = win * i
+                speeches.append(cur)
+                cur = {}
+                prev_end = next_start = temp_end = 0
+                triggered = False
+                continue
+        if p < neg_threshold and triggered:
+            if not temp_end:
+                temp_end = win * i
+            if win * i - temp_end > min_silence_samples_at_max_speech:
+                prev_end = temp_end
+            if win * i - temp_end < min_silence_samples:
+                continue
+            cur["end"] = temp_end
+            if cur["end"] - cur["start"] > min_speech_samples:
+                speeches.append(cur)
+            cur = {}
+            prev_end = next_start = temp_end = 0
+            triggered = False
+            continue
+    if cur and n_samples - cur["start"] > min_speech_samples:
+        cur["end"] = n_samples
+        speeches.append(cur)
+    for i, sp in enumerate(speeches):
+        if i == 0:
+            sp["start"] = int(max(0, sp["start"] - speech_pad_samples))
+        if i != len(speeches) - 1:
+            gap = speeches[i + 1]["start"] - sp["end"]
+            if gap < 2 * speech_pad_samples:
+                sp["end"] += int(gap // 2)
+                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - gap // 2))
+            else:
+                sp["end"] = int(min(n_samples, sp["end"] + speech_pad_samples))
+                speeches[i + 1]["start"] = int(max(0, speeches[i + 1]["start"] - speech_pad_samples))
+        else:
+            sp["end"] = int(min(n_samples, sp["end"] + speech_pad_samples))
+    return speeches
+
+
+def vad_options():
+    from faster_whisper.vad import VadOptions
+
+    return VadOptions(threshold=0.5, min_speech_duration_ms=120, min_silence_duration_ms=250, speech_pad_ms=60)
 
 
 def vad_silero(wave: np.ndarray, n: int, fps: float) -> np.ndarray:
-    """Silero VAD (ONNX, bundled with faster-whisper) -> (n,) bool per frame."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    opts = VadOptions(threshold=0.5, min_speech_duration_ms=120, min_silence_duration_ms=250,
-                      speech_pad_ms=60)
-    spans = get_speech_timestamps(wave, opts, sampling_rate=SAMPLE_RATE)
+    """Silero VAD (ONNX, bundled with faster-whisper) -> (n,) bool per frame; the speech
+    spans faster-whisper's get_speech_timestamps gives, in constant extra memory."""
+    spans = speech_spans(silero_probs(wave), int(wave.shape[0]), vad_options())
     out = np.zeros(n, dtype=bool)
     c = frame_centres(n, fps)
     for sp in spans:
@@ -222,29 +366,50 @@ def vad_energy(energy: np.ndarray, fps: float) -> np.ndarray:
 
 
 def whisper_encoder_features(wave: np.ndarray, centres_s: np.ndarray, model=None) -> np.ndarray:
-    """Whisper encoder output interpolated to the given times: (T, 512) float32."""
+    """Whisper encoder output interpolated to the given times: (T, 512) float32.
+
+    Encoded one 30-s window at a time and interpolated straight into the preallocated
+    output, so apart from the result only one window (its mel and encoder output, plus
+    the previous window's last row for frames that straddle the seam) is ever held."""
     model = model or load_whisper_model()
     fe = model.feature_extractor
     win = WHISPER_WINDOW_S * SAMPLE_RATE
     n_win = max(1, int(np.ceil(len(wave) / win)))
     n_mel = fe.nb_max_frames                           # 3000 mel frames per 30 s
-    feats = []
+    per = None                                         # encoder frames per window (1500)
+    T = int(centres_s.shape[0])
+    out = np.empty((T, WHISPER_DIM), np.float32)
+    prev_last = None                                   # last encoder row of the previous window
+    done = 0                                           # frames written so far (centres are sorted)
+    j = w = None
     for k in range(n_win):
         piece = wave[k * win:(k + 1) * win]
         m = fe(piece, padding=win - len(piece) + 160 if len(piece) < win else 160)[:, :n_mel]
         if m.shape[1] < n_mel:
             m = np.pad(m, ((0, 0), (0, n_mel - m.shape[1])), constant_values=float(m.min()))
-        feats.append(m)
-    enc = []
-    for k in range(n_win):                             # one window at a time: bounded memory
-        out = model.encode(np.ascontiguousarray(feats[k][None]).astype(np.float32))
-        enc.append(np.asarray(out, dtype=np.float32)[0])        # (1500, 512)
-    enc_all = np.concatenate(enc, axis=0)                      # (n_win*1500, 512)
-    t_enc = (np.arange(enc_all.shape[0]) + 0.5) / WHISPER_HZ
-    t = np.clip(centres_s, t_enc[0], t_enc[-1])
-    j = np.clip(np.searchsorted(t_enc, t) - 1, 0, len(t_enc) - 2)
-    w = ((t - t_enc[j]) / (t_enc[j + 1] - t_enc[j]))[:, None].astype(np.float32)
-    return ((1 - w) * enc_all[j] + w * enc_all[j + 1]).astype(np.float32)
+        enc = np.asarray(model.encode(np.ascontiguousarray(m[None]).astype(np.float32)), dtype=np.float32)[0]
+        del m
+        if per is None:                                # the interpolation grid, once its size is known
+            per = enc.shape[0]
+            t_enc = (np.arange(n_win * per) + 0.5) / WHISPER_HZ
+            t = np.clip(centres_s, t_enc[0], t_enc[-1])
+            j = np.clip(np.searchsorted(t_enc, t) - 1, 0, len(t_enc) - 2)
+            w = ((t - t_enc[j]) / (t_enc[j + 1] - t_enc[j])).astype(np.float32)
+            del t, t_enc
+        base = k * per - 1                             # global index of rows[0]
+        rows = enc if prev_last is None else np.concatenate([prev_last, enc])
+        if prev_last is None:
+            base = k * per
+        last = (k + 1) * per - 1                       # frames need j + 1 <= last (or the final window)
+        stop = T if k == n_win - 1 else int(np.searchsorted(j, last, side="left"))
+        if stop > done:
+            jj = j[done:stop] - base
+            ww = w[done:stop, None]
+            out[done:stop] = (1 - ww) * rows[jj] + ww * rows[jj + 1]
+            done = stop
+        prev_last = enc[-1:].copy()
+        del enc, rows
+    return out
 
 
 def read_audio(path: str | Path) -> np.ndarray:

@@ -12,7 +12,8 @@ Inputs (GenerationInputs or a plain dict with the same keys):
   user_ctx   None ("no user"), (n, Dc) f_pu from the LCU, or a callable (start, stop) -> (m, Dc).
              Callables are called once per chunk with increasing, overlapping ranges
              [prev_start, stop): a stateful LCU can carry its scan state across calls.
-  emotion    None, (384,) or (n, 384) c_emo; per-frame values are averaged over each chunk
+  emotion    None, (384,) or (n, 384) c_emo (an array, or lcu.model.PiecewiseRows); per-frame
+             values are averaged over each chunk
   prev       optional (k, D) motion preceding frame 0 (e.g. the end of a previous turn)
 
 Settings: anything with chunk_frames, t_prev, overlap, steps, cfg_audio, cfg_user (RenderSettings).
@@ -95,6 +96,7 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
     import torch
 
     from echo_cli.generate.sampler import guided_velocity, sample
+    from echo_cli.lcu.model import PiecewiseRows
 
     inp = _as_inputs(inputs)
     cfg = model.cfg
@@ -111,7 +113,8 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
             raise InputError(f"audio has {fa} features per frame; this model expects {cfg.audio_dim} "
                              f"('{cfg.audio_input}')", fix="build audio with model.audio_encoder.audio_matrix")
     user = _slicer(inp.user_ctx, "user_ctx", n)
-    emo_arr = None if inp.emotion is None else np.asarray(inp.emotion, np.float32)
+    emo_arr = None if inp.emotion is None else inp.emotion if isinstance(inp.emotion, PiecewiseRows) \
+        else np.asarray(inp.emotion, np.float32)          # a compact track is sliced per chunk, never expanded
     identity = np.asarray(inp.identity, np.float32).reshape(-1)
     if identity.shape[0] != cfg.motion_dim:
         raise InputError(f"identity has {identity.shape[0]} components; the model's motion space has "

@@ -124,7 +124,8 @@ def prepare_user(track, audio, space, fps: float, n_frames: int | None = None, h
                  media: str | None = None) -> dict:
     """A user's FaceTrack (+ AudioFeatures or None) → LCU inputs and the behaviour windows.
 
-    Returns {"motion": (n, D) raw pose-centred motion, "audio": (n, 82), "behaviour": (n, 384),
+    Returns {"motion": (n, D) raw pose-centred motion, "audio": (n, 82), "behaviour": (n, 384)
+    PiecewiseRows (compact; np.asarray expands it),
     "windows": [BehaviourWindow], "signals": BehaviourSignals}; n = n_frames or the track's.
     """
     import numpy as np
@@ -147,8 +148,31 @@ def prepare_user(track, audio, space, fps: float, n_frames: int | None = None, h
     sig = hbcu.signals_from_motion(motion, space, neutral, fps, energy=energy, vad=vad)
     wins = hbcu.describe_behaviour(sig, hbcu_cfg, media=media)
     return {"motion": motion.astype(np.float32), "audio": hbcu.user_audio_features(mel, energy, vad),
-            "behaviour": hbcu.behaviour_embeddings(wins, n), "windows": wins, "signals": sig,
+            "behaviour": behaviour_track(wins, n), "windows": wins, "signals": sig,
             "neutral": neutral}
+
+
+def behaviour_track(windows, n_frames: int) -> "PiecewiseRows":
+    """hbcu.behaviour_embeddings(windows, n_frames) as a PiecewiseRows (the same rows: the
+    window texts are embedded exactly as there), one table row per window instead of 384
+    floats per frame."""
+    import numpy as np
+
+    from echo_cli.features.text import TEXT_DIM, embed_texts
+    from echo_cli.lcu.hbcu import NO_USER_TEXT
+
+    ids = np.zeros(n_frames, np.int32)                   # row 0: zeros (frames no window covers)
+    if not windows:
+        return PiecewiseRows(np.zeros((1, TEXT_DIM), np.float32), ids)
+    emb = np.asarray(embed_texts([w.text for w in windows]), np.float32)
+    for k, w in enumerate(windows):
+        ids[w.start:min(w.stop, n_frames)] = k + 1
+    rows = [np.zeros((1, TEXT_DIM), np.float32), emb]
+    last = max(w.stop for w in windows)
+    if last < n_frames:                                   # frames past the last window: no user
+        rows.append(np.asarray(embed_texts([NO_USER_TEXT]), np.float32)[:1])
+        ids[last:] = len(windows) + 1
+    return PiecewiseRows(np.concatenate(rows), ids)
 
 
 def _fit_rows(x, n: int):
@@ -174,8 +198,34 @@ def load_lcu(tensors: dict, config: dict, path="<checkpoint>") -> "LCU | None":
     return lcu.eval()
 
 
+class PiecewiseRows:
+    """A per-frame (n, d) float32 track that changes only at a few frames (turn starts),
+    stored as a (k, d) table plus (n,) int32 row ids: 4 bytes per frame instead of 4·d, so
+    an hour of c_emo is 0.4 MB, not 138 MB. Indexing and slicing return what the expanded
+    array would (`track[a:b]` -> (b-a, d) rows, `track[i]` -> (d,)); `np.asarray(track)`
+    expands it (only for callers that need a real array; the generate engine slices it)."""
+
+    def __init__(self, table, ids):
+        import numpy as np
+
+        self.table = np.ascontiguousarray(table, np.float32)
+        self.ids = np.asarray(ids, np.int32)
+        self.shape = (int(self.ids.shape[0]), int(self.table.shape[1]))
+        self.ndim, self.dtype = 2, self.table.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        return self.table[self.ids[key]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.table[self.ids]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 def emotion_track(turns, n_frames: int, fps: float, lau_cfg=None):
-    """LAU over the dialogue → ((n_frames, 384) c_emo per frame, [TurnEmotion]).
+    """LAU over the dialogue → ((n_frames, 384) c_emo per frame as a PiecewiseRows, [TurnEmotion]).
 
     Frames of an avatar turn get that turn's emotion; frames between avatar turns keep the
     latest one (before the first avatar turn: the first one), so the face does not snap
@@ -191,10 +241,10 @@ def emotion_track(turns, n_frames: int, fps: float, lau_cfg=None):
     vecs = embed_texts([e.text for e in emos])
     starts = [int(round(turns[e.turn_index].start * fps)) for e in emos]
     order = np.argsort(starts, kind="stable")
-    out = np.repeat(vecs[order[0]][None], n_frames, 0)
+    ids = np.full(n_frames, order[0], np.int32)
     for k in order:
-        out[max(0, starts[k]):] = vecs[k]
-    return out.astype(np.float32), emos
+        ids[max(0, starts[k]):] = k
+    return PiecewiseRows(np.asarray(vecs, np.float32), ids), emos
 
 
 def conditioning(gen, lcu, space, fps: float, n_frames: int, turns=(), user_track=None, user_audio=None,
@@ -203,7 +253,7 @@ def conditioning(gen, lcu, space, fps: float, n_frames: int, turns=(), user_trac
 
     gen: the EchoGenerator (for its motion normalisation); lcu: from `load_lcu` (None → no
     user context); user_track: the user's FaceTrack (None → no user in view).
-    Returns {"user_ctx": (n, Dc) | None, "emotion": (n, 384) | None, "explanation": dict}.
+    Returns {"user_ctx": (n, Dc) | None, "emotion": (n, 384) PiecewiseRows | None, "explanation": dict}.
     """
     from echo_cli.lcu.explain import explain
 

@@ -44,7 +44,8 @@ def mux(video_path: str | Path, audio, out_path: str | Path, metadata: Mapping[s
         *, crf: int = 20, preset: str = "veryfast", fps: float | None = None) -> MediaInfo:
     """Write `out_path` (MP4: H.264 yuv420p + AAC) from a video file and an audio track.
 
-    audio: float32 mono array at 16 kHz, or a path to any file with an audio stream.
+    audio: float32 mono array at 16 kHz, or a path to any file with an audio stream (a
+    path keeps memory flat: ffmpeg reads it directly).
     fps: output frame rate (default: the video's). Returns the probed output.
     """
     import ffmpeg as ffmpeg_python
@@ -58,10 +59,12 @@ def mux(video_path: str | Path, audio, out_path: str | Path, metadata: Mapping[s
 
     with tempfile.TemporaryDirectory(prefix="echo-mux-") as td:
         if isinstance(audio, (str, Path)):
-            from echo_cli.media.audio_io import load_audio
+            from echo_cli.media.audio_io import count_samples
 
             audio_path = Path(audio)
-            seconds = len(load_audio(audio_path)) / SAMPLE_RATE   # exact length of the decoded track
+            # exact length of the decoded track, counted by streaming (an hour-long track is
+            # never held whole; render passes its mix here as a float32 WAV)
+            seconds = count_samples(audio_path) / SAMPLE_RATE
             a_in = ffmpeg_python.input(str(audio_path))["a:0"]
         else:
             wave = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -69,7 +72,9 @@ def mux(video_path: str | Path, audio, out_path: str | Path, metadata: Mapping[s
                 raise InputError("audio track is empty", fix="render with a non-empty avatar audio")
             seconds = wave.size / SAMPLE_RATE
             raw = Path(td) / "audio.f32"
-            raw.write_bytes(np.clip(wave, -1, 1).astype("<f4").tobytes())
+            with open(raw, "wb") as f:                  # block by block: no whole-track copies
+                for s in range(0, wave.size, 1 << 20):
+                    f.write(np.clip(wave[s:s + (1 << 20)], -1, 1).astype("<f4").tobytes())
             a_in = ffmpeg_python.input(str(raw), format="f32le", ar=SAMPLE_RATE, ac=1)["a:0"]
         n_frames = max(1, math.ceil(seconds * fps - 1e-6))
 

@@ -23,8 +23,9 @@ from echo_cli.model.sdcm import SDCM
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    # x (B, N, R, C); shift/scale (B, C): global conditioning, broadcast over tokens
-    return x * (1 + scale[:, None, None, :]) + shift[:, None, None, :]
+    # x (B, N, R, C); shift/scale (B, C): global conditioning, broadcast over tokens.
+    # shift + x * (1 + scale) as one fused op (fewer temporaries on the CPU hot path)
+    return torch.addcmul(shift[:, None, None, :], x, 1 + scale[:, None, None, :])
 
 
 class FeedForward(nn.Module):
@@ -67,11 +68,11 @@ class EchoBlock(nn.Module):
         x = modulate(self.norm_t(h), sh_t, sc_t)                                  # (B, N, R, C)
         x = x.permute(0, 2, 1, 3).reshape(B * R, N, C)                            # (B*R, N, C)
         x = self.attn_t(x).view(B, R, N, C).permute(0, 2, 1, 3)                   # (B, N, R, C)
-        h = h + g_t[:, None, None, :] * x
+        h = torch.addcmul(h, g_t[:, None, None, :], x)
 
         x = modulate(self.norm_r(h), sh_r, sc_r).reshape(B * N, R, C)             # (B*N, R, C)
         x = self.attn_r(x, mask=self.region_mask).view(B, N, R, C)                # (B, N, R, C)
-        h = h + g_r[:, None, None, :] * x
+        h = torch.addcmul(h, g_r[:, None, None, :], x)
 
         x = self.norm_id(h).reshape(B, N * R, C)                                  # (B, N*R, C)
         h = h + self.attn_id(x, identity).view(B, N, R, C)                        # (B, N, R, C)
@@ -79,7 +80,7 @@ class EchoBlock(nn.Module):
         h = self.sdcm(h, user, audio)                                             # (B, N, R, C)
 
         x = modulate(self.norm_f(h), sh_f, sc_f)
-        h = h + g_f[:, None, None, :] * self.ffn(x)                               # (B, N, R, C)
+        h = torch.addcmul(h, g_f[:, None, None, :], self.ffn(x))                 # (B, N, R, C)
         return h
 
 

@@ -13,6 +13,10 @@ is raw: the reference's neutral face shape in motion-space codes
 
 Layout: one token per frame and facial region (MotionSpace.regions), built by per-region
 linear maps; blocks in blocks.py; SDCM in sdcm.py. Presets in GENERATOR_PRESETS.
+
+Mouth prior (cfg.mouth_prior): the audio encoder's mouth head regresses the normalised
+mouth codes from audio alone; condition() adds its projection to the mouth token's input
+(zero where audio is dropped), so the flow refines an audio-driven estimate of the lips.
 """
 from __future__ import annotations
 
@@ -50,6 +54,12 @@ class GeneratorConfig:
     emotion_dim: int = 384                       # MiniLM sentence embedding
     n_visemes: int = 15                          # auxiliary viseme head (features/phonetic.py)
     fusion: str = "sdcm"                         # "sdcm" | "entangled" (ablation)
+    # Mouth prior: a deterministic audio -> mouth-code regression head on the audio encoder,
+    # fed to the mouth token (the flow refines it). False / 3 / 0 / 0 = the first checkpoints.
+    mouth_prior: bool = False
+    audio_kernel: int = 3                        # second audio-encoder convolution's kernel
+    audio_noise: float = 0.0                     # training-only feature noise (normalised units)
+    audio_frame_drop: float = 0.0                # training-only share of masked audio frames
 
     def __post_init__(self):
         if self.audio_input not in AUDIO_INPUTS:
@@ -71,6 +81,14 @@ class GeneratorConfig:
         d["face_mask"] = [float(x) for x in self.face_mask]
         return d
 
+    @property
+    def n_mouth(self) -> int:
+        """Mouth components the prior head predicts (0: no prior)."""
+        if not self.mouth_prior or "mouth" not in self.regions:
+            return 0
+        a, b = self.regions["mouth"]
+        return int(b - a)
+
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
@@ -80,12 +98,13 @@ class GeneratorConfig:
         return cls(**known)
 
 
-# Architecture presets (CLI choices). "tiny" is the default: it keeps motion generation far
+# Architecture presets (CLI choices). "tiny" is the default: it keeps motion generation
 # above 250 frames/s on 2 CPU cores and the checkpoint (with the LCU) under 10 MB.
+_AUDIO = dict(mouth_prior=True, audio_kernel=5, audio_noise=0.2, audio_frame_drop=0.1)
 GENERATOR_PRESETS: dict[str, dict] = {
-    "micro": dict(dim=32, depth=2, heads=2, ffn_ratio=2.0),   # tests
-    "tiny": dict(dim=64, depth=4, heads=4, ffn_ratio=2.0),
-    "small": dict(dim=128, depth=6, heads=4, ffn_ratio=4.0),
+    "micro": dict(dim=32, depth=2, heads=2, ffn_ratio=2.0, **_AUDIO),   # tests
+    "tiny": dict(dim=64, depth=4, heads=4, ffn_ratio=2.0, **_AUDIO),
+    "small": dict(dim=128, depth=6, heads=4, ffn_ratio=4.0, **_AUDIO),
 }
 
 
@@ -247,7 +266,11 @@ class EchoGenerator(nn.Module):
         self.t_embed = TimestepEmbedder(C)
         self.emo_proj = nn.Linear(cfg.emotion_dim, C)
         self.null_emo = nn.Parameter(torch.zeros(C))
-        self.audio_enc = AudioEncoder(cfg.audio_dim, C, cfg.n_visemes)
+        self.audio_enc = AudioEncoder(cfg.audio_dim, C, cfg.n_visemes, cfg.n_mouth, cfg.audio_kernel,
+                                      cfg.audio_noise, cfg.audio_frame_drop)
+        # the mouth prior enters the mouth token only (audio-driven, so SDCM's decoupling holds)
+        self.mouth_index = self.region_names.index("mouth") if cfg.n_mouth else -1
+        self.prior_in = nn.Linear(cfg.n_mouth, C) if cfg.n_mouth else None
         self.null_audio = nn.Parameter(torch.zeros(C))
         self.user_proj = nn.Linear(cfg.user_dim, C)
         self.null_user = nn.Parameter(torch.zeros(C))        # the documented "no user" context
@@ -318,7 +341,10 @@ class EchoGenerator(nn.Module):
         cond = self.condition(Tp + x_t.shape[1], audio, identity, user_ctx, emotion, drop_audio, drop_user)
         v = self.velocity(x_t, t, prev, cond)
         if return_aux:
-            return v, {"viseme_logits": self.audio_enc.visemes(cond["audio_raw"][:, Tp:])}
+            aux = {"viseme_logits": self.audio_enc.visemes(cond["audio_raw"][:, Tp:])}
+            if "mouth_prior_raw" in cond:
+                aux["mouth_prior"] = cond["mouth_prior_raw"][:, Tp:]
+            return v, aux
         return v
 
     def condition(self, N: int, audio: torch.Tensor, identity: torch.Tensor,
@@ -339,11 +365,28 @@ class EchoGenerator(nn.Module):
 
         # avatar audio tokens (null for T_prev frames when only T are given); SDCM reads them
         # through banded attention (+-audio_window frames)
-        a_raw = self._pad_front(self.encode_audio(audio), N, self.null_audio)      # (B, N, C)
+        tok = self.encode_audio(audio)                                             # (B, Na, C)
+        a_raw = self._pad_front(tok, N, self.null_audio)                           # (B, N, C)
         a = a_raw
         if drop_audio is not None:
             a = torch.where(drop_audio[:, None, None], self.null_audio.expand_as(a), a)
         a = a + pos[None]                                                          # (B, N, C)
+
+        # additive input of the motion tokens, fixed for the chunk: region + frame position
+        # (+ the mouth prior on the mouth token; zero where audio is absent or dropped)
+        tok_bias = (self.region_emb[None, None] + pos[:, None, :][None]).expand(B, N, -1, -1)  # (B, N, R, C)
+        extra = {}
+        if self.prior_in is not None:
+            mp = self.audio_enc.mouth(tok)                                         # (B, Na, n_mouth)
+            mp = torch.cat([mp.new_zeros(B, N - mp.shape[1], mp.shape[2]), mp], 1)  # (B, N, n_mouth)
+            extra["mouth_prior_raw"] = mp
+            if drop_audio is not None:
+                mp = torch.where(drop_audio[:, None, None], torch.zeros_like(mp), mp)
+            extra["mouth_prior"] = mp
+            k = self.mouth_index
+            pe = self.prior_in(mp)                                                 # (B, N, C)
+            tok_bias = torch.cat([tok_bias[:, :, :k], (tok_bias[:, :, k] + pe)[:, :, None],
+                                  tok_bias[:, :, k + 1:]], dim=2)
 
         # user context f_pu (learned "no user" tokens when absent or dropped)
         if user_ctx is None:
@@ -353,14 +396,15 @@ class EchoGenerator(nn.Module):
             if drop_user is not None:
                 u = torch.where(drop_user[:, None, None], self.null_user.expand_as(u), u)
         u = u + pos[None]                                                          # (B, N, C)
-        return {"emo": emo, "identity": idt, "audio": a, "audio_raw": a_raw, "user": u, "pos": pos}
+        return {"emo": emo, "identity": idt, "audio": a, "audio_raw": a_raw, "user": u, "pos": pos,
+                "tok_bias": tok_bias, **extra}
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, prev: torch.Tensor | None, cond: dict) -> torch.Tensor:
         """The denoiser proper: x_t (B,T,D), t (B,), prev (B,Tp,D)|None, cond from condition()."""
         B, T, D = x_t.shape
         Tp = 0 if prev is None else prev.shape[1]
         m = x_t if prev is None else torch.cat([prev, x_t], dim=1)                 # (B, N, D)
-        h = self.motion_in(m) + self.region_emb + cond["pos"][None, :, None, :]    # (B, N, R, C)
+        h = self.motion_in(m) + cond["tok_bias"]                                   # (B, N, R, C)
         if Tp:
             h = torch.cat([h[:, :Tp] + self.prev_emb, h[:, Tp:]], dim=1)           # (B, N, R, C)
         c = self.t_embed(t) + cond["emo"]                                          # (B, C)

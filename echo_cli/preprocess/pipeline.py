@@ -37,7 +37,7 @@ class PreprocessOptions:
     face_index: int | None = None            # n-th face from the left when several
     pick: tuple[float, float] | None = None  # or the face nearest (x, y) in 0..1
     whisper: bool = True                     # Whisper encoder features in AudioFeatures
-    transcript: str | None = None            # "whisperx" | "faster-whisper" | None
+    transcript: str | None = None            # "auto" | "whisperx" | "faster-whisper" | None
     language: str | None = None              # transcript language (None: detect)
     require_audio: bool = False              # a video without audio is an error (else face only)
     track: TrackSettings = field(default_factory=TrackSettings)
@@ -122,7 +122,7 @@ def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | C
         if not audio.vad.any():
             notes.append("no speech detected: no transcript")
         else:
-            key = c.key("transcript", sha, {"backend": opts.transcript, "language": opts.language})
+            key = c.key("transcript", sha, {"backend": TR.resolve_backend(opts.transcript), "language": opts.language})
 
             def compute_tr():
                 w = wave if wave is not None else A.read_audio(path)

@@ -40,6 +40,8 @@ def one_euro(x: np.ndarray, fps: float, params: OneEuroParams = OneEuroParams(),
     T = x.shape[0]
     if T == 0:
         return x.astype(np.float32)
+    shape = x.shape
+    x = x.reshape(T, -1)                 # every frame a 1-D array: in-place ops below
     dt = 1.0 / float(fps)
     if scale is None:
         scale_t = np.ones(T)
@@ -49,21 +51,31 @@ def one_euro(x: np.ndarray, fps: float, params: OneEuroParams = OneEuroParams(),
     ok = np.ones(T, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     out = np.empty_like(x)
     a_d = _alpha(params.d_cutoff, dt)
-    prev = None
-    dx_prev = None
+    # alpha(c) = 1 / (1 + tau/dt) with tau = 1/(2 pi c)  ==  k c / (k c + 1), k = 2 pi dt;
+    # folded into a few in-place ops per frame: the recursion over time stays a Python
+    # loop, but on (478, 3) arrays at ~20 us per frame
+    k = 2.0 * np.pi * dt
+    k_min, k_beta = k * params.min_cutoff, k * params.beta / scale_t
+    prev = dx_hat = None
+    a = np.empty_like(x[0])
     for t in range(T):
+        xt = x[t]
         if not ok[t] or prev is None:
-            out[t] = x[t]
-            prev = x[t] if ok[t] else None
-            dx_prev = np.zeros_like(x[t]) if ok[t] else None
+            out[t] = xt
+            prev = out[t] if ok[t] else None
+            dx_hat = np.zeros_like(xt) if ok[t] else None
             continue
-        dx = (x[t] - prev) / dt
-        dx_hat = a_d * dx + (1 - a_d) * dx_prev
-        speed = np.abs(dx_hat) / scale_t[t]
-        a = _alpha(params.min_cutoff + params.beta * speed, dt)
-        out[t] = a * x[t] + (1 - a) * prev
-        prev, dx_prev = out[t], dx_hat
-    return out.astype(np.float32)
+        diff = xt - prev                                   # dx = diff / dt
+        dx_hat *= 1 - a_d
+        dx_hat += (a_d / dt) * diff
+        np.abs(dx_hat, out=a)
+        a *= k_beta[t]
+        a += k_min                                         # k * cutoff
+        a /= a + 1.0                                       # alpha
+        diff *= a
+        np.add(prev, diff, out=out[t])                     # a x + (1 - a) prev
+        prev = out[t]
+    return out.reshape(shape).astype(np.float32)
 
 
 def gaussian_smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:

@@ -13,6 +13,11 @@ audio encoder):
   segments, and `Transcript.method` / `notes` say so.
 - "faster-whisper": faster-whisper alone (Silero VAD filter + word timestamps): the light
   backend, no torch import.
+- "auto" (the default): WhisperX when it is installed and a wav2vec2 alignment model is on
+  disk (its aligned word times are its reason to exist), else faster-whisper. Without the
+  alignment model WhisperX decodes the speech twice (its own batched pass, then
+  faster-whisper's word timestamps inside its VAD segments) for the same words and
+  faster-whisper-derived times: 3.1x the CPU on the bench sample, see docs/preprocessing.md.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from echo_cli.schema import Transcript, Word
 
 logger = log.get("echo_cli.preprocess.transcript")
 
-BACKENDS = ("whisperx", "faster-whisper")
+BACKENDS = ("auto", "whisperx", "faster-whisper")
 TRANSCRIPT_EXTS = {".srt", ".vtt", ".json"}
 
 
@@ -49,12 +54,45 @@ def _wave(audio_path_or_wave) -> tuple[np.ndarray, str | None]:
     return w, src
 
 
-def transcribe(audio_path_or_wave, backend: str = "whisperx", language: str | None = None) -> Transcript:
+def _hub_dirs() -> tuple[Path, Path]:
+    """(torch hub checkpoints, Hugging Face hub cache), computed the way torch/huggingface_hub
+    do, without importing either."""
+    home = Path.home() / ".cache"
+    torch_home = Path(os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or home) / "torch")
+    hf = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or home / "huggingface") / "hub")
+    return torch_home / "hub" / "checkpoints", hf
+
+
+def alignment_model_on_disk() -> bool:
+    """True when some wav2vec2 alignment model WhisperX could load offline is present
+    ($ECHO_ALIGN_MODEL_DIR, torchaudio's hub checkpoints or a Hugging Face cache entry).
+    A cheap file check (no whisperx/torchaudio import); the per-language check stays in
+    `_align_model_location` (a missing language still falls back there)."""
+    d = os.environ.get("ECHO_ALIGN_MODEL_DIR")
+    if d and Path(d).is_dir():
+        return True
+    ckpt, hf = _hub_dirs()
+    return any(ckpt.glob("wav2vec2*")) or any(hf.glob("models--*wav2vec2*"))
+
+
+def resolve_backend(backend: str | None) -> str | None:
+    """"auto" -> "whisperx" or "faster-whisper" (see the module docstring); others as given."""
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    if importlib.util.find_spec("whisperx") is not None and alignment_model_on_disk():
+        return "whisperx"
+    return "faster-whisper"
+
+
+def transcribe(audio_path_or_wave, backend: str = "auto", language: str | None = None) -> Transcript:
     """Words with start/end seconds of 16 kHz mono audio (a path or a float32 array)."""
     if backend not in BACKENDS:
         from echo_cli.errors import UsageError
 
         raise UsageError(f"unknown transcript backend '{backend}'", fix=f"use one of: {', '.join(BACKENDS)}")
+    backend = resolve_backend(backend)
     wave, _src = _wave(audio_path_or_wave)
     if backend == "faster-whisper":
         return _faster_whisper(wave, language)

@@ -116,6 +116,9 @@ def save_state(run: RunDir, model, opt, step: int, config: dict) -> None:
         idx, st = group
         for k, v in st.items():
             tensors[f"optim.{idx}.{k}"] = v if hasattr(v, "dim") else __import__("torch").tensor(v)
+    # the global torch RNG (training-time augmentation inside the model draws from it), so a
+    # resumed run continues the same stream as an uninterrupted one
+    tensors["rng.torch_cpu"] = __import__("torch").get_rng_state()
     save_checkpoint(run.state, tensors, {**config, "generator": model.cfg.to_dict(), "step": int(step)})
 
 
@@ -138,6 +141,8 @@ def load_state(run: RunDir, model, opt) -> int:
         state.setdefault(int(idx), {})[name] = v
     sd["state"] = state
     opt.load_state_dict(sd)
+    if "rng.torch_cpu" in tensors:
+        torch.set_rng_state(tensors["rng.torch_cpu"].to(torch.uint8))
     return int(config["step"])
 
 

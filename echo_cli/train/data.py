@@ -277,6 +277,51 @@ def espeak_items(space_dim: int, n: int = len(ESPEAK_SENTENCES), use_cache: bool
     return out
 
 
+def av_offset(c: ClipData, space, weights: np.ndarray, max_lag: int = 8) -> int:
+    """Frames by which the mouth leads the audio in clip `c` (> 0: audio late), or 0 unless
+    two independent estimates agree: the best lag of a band-energy regression (`weights`,
+    lipsync_eval.fit_linear_baseline) and of the raw energy envelope against the decoded
+    mouth opening must both be >= 3 frames, of one sign and inside the search range.
+    Small lags are left alone: they are within what the estimates can tell apart."""
+    from echo_cli.eval.metrics import best_lag_correlation
+    from echo_cli.train.lipsync_eval import band_features, mouth_from_motion
+
+    m = mouth_from_motion(space, c.motion, c.neutral)
+    _, l1 = best_lag_correlation(band_features(c.mel) @ weights, m, max_lag)
+    _, l2 = best_lag_correlation(c.energy, m, max_lag)
+    if l1 * l2 <= 0 or min(abs(l1), abs(l2)) < 3 or max(abs(l1), abs(l2)) >= max_lag:
+        return 0
+    return int(np.round((l1 + l2) / 2))
+
+
+def shift_clip(c: ClipData, lag: int) -> ClipData:
+    """Re-pair audio and video by `lag` frames (av_offset's sign): audio[t + lag] with motion[t]."""
+    if lag == 0:
+        return c
+    n = c.n_frames - abs(lag)
+    a = slice(lag, lag + n) if lag > 0 else slice(0, n)       # audio-side frames
+    v = slice(0, n) if lag > 0 else slice(-lag, -lag + n)     # video-side frames
+    return ClipData(name=c.name, speaker=c.speaker, motion=c.motion[v],
+                    whisper=None if c.whisper is None else c.whisper[a], mel=c.mel[a],
+                    identity=c.identity, visemes=c.visemes[a],
+                    energy=c.energy[a] if len(c.energy) else c.energy, neutral=c.neutral)
+
+
+def align_speech(clips: list[ClipData], space) -> list[ClipData]:
+    """Training clips with their clear audio/video offsets removed (../shared/data/README
+    names a few: Obama clips 1 and 3 ~4 frames, vr_2 ~5); estimated, never hard-coded."""
+    from echo_cli.train.lipsync_eval import fit_linear_baseline
+
+    w = fit_linear_baseline(clips, space)
+    out = []
+    for c in clips:
+        lag = av_offset(c, space, w)
+        if lag:
+            LOG.info("%s: audio re-aligned by %+d frames", c.name, lag)
+        out.append(shift_clip(c, lag))
+    return out
+
+
 def split(clips: list[ClipData], held_out=HELD_OUT) -> tuple[list[ClipData], list[ClipData]]:
     train = [c for c in clips if c.speaker not in held_out]
     val = [c for c in clips if c.speaker in held_out]

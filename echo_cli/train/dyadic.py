@@ -12,7 +12,7 @@ avatar's own audio. We build them by pairing real clips:
   speech clip (a talking user) or another expressive clip (a reacting user). The target is
   then time-aligned to the user by rules from the listener-behaviour literature, applied
   as edits in motion space (see `listener_targets`):
-    1. closed mouth: a listener's articulation is damped toward its neutral (× mouth_damp);
+    1. closed mouth: a listener's articulation is damped toward its neutral (× mouth_damp = 0.15);
     2. delayed smile mirroring: the avatar's smile follows the user's smile (above its own
        median) after a delay drawn in 0.2–1.5 s (facial mimicry latencies; Dimberg et al.
        2000; Hess & Fischer 2013), with gain `mirror_gain`;
@@ -55,7 +55,12 @@ EMOTION_SMILE = {"happy": 0.06, "neutral": 0.0, "sad": -0.035}   # smile-width o
 
 @dataclass(frozen=True)
 class RuleConfig:
-    mouth_damp: float = 0.35         # listener articulation kept (fraction of the real clip's)
+    # listener articulation kept (fraction of the real clip's). The non-speaking clips move
+    # their mouths as much as the speech clips do (mouth-opening std 1.06x, laughs and
+    # talk-like mimicry in d0, d3, d18); at 0.35 the targets themselves sat at 0.37x the
+    # speakers' std, i.e. the rule taught "listening mouth = the acceptance ceiling". At
+    # 0.15 the targets sit at about 0.16x (measured, docs/lcu.md): listeners barely articulate.
+    mouth_damp: float = 0.15
     mirror_gain: float = 0.8         # avatar smile per unit of user smile
     mirror_delay: tuple = (0.2, 1.5) # seconds, drawn per sample
     nod_amp: float = 0.07            # radians of pitch at the nod's peak
@@ -162,6 +167,81 @@ def silence_features(n: int, audio_input: str):
     mel = np.tile(row["mel"], (n, 1)); wh = np.tile(row["whisper"], (n, 1))
     gen = {"mel": mel, "whisper": wh, "whisper+mel": np.concatenate([wh, mel], 1)}[audio_input]
     return gen.astype(np.float32), mel.astype(np.float32), np.full(n, float(row["energy"]), np.float32)
+
+
+def _gen_matrix(f, audio_input: str, n: int) -> np.ndarray:
+    wh = f.whisper if f.whisper is not None else np.zeros((n, 512), np.float32)
+    return {"mel": f.mel, "whisper": wh, "whisper+mel": np.concatenate([wh, f.mel], 1)}[audio_input].astype(np.float32)
+
+
+def clip_wave(name: str, data_dir: Path | None) -> np.ndarray | None:
+    """16 kHz audio of a stage-1 speech clip by name (None if it cannot be found)."""
+    from echo_cli.features.audio import read_audio
+    from echo_cli.train.data import SPEECH_CLIPS
+
+    rel = next((r for r in SPEECH_CLIPS if Path(r).stem == name), None)
+    if data_dir is None or rel is None or not (Path(data_dir) / rel).is_file():
+        return None
+    return read_audio(Path(data_dir) / rel)
+
+
+def gated_features(wave: np.ndarray, silent: np.ndarray, audio_input: str, fps: float = FPS) -> np.ndarray:
+    """Generator audio features (len(silent), Fa) of `wave` with the frames marked `silent`
+    zeroed — the avatar's track in a conversation (its speech, digital silence while the
+    user talks). Whisper's encoder sees 30 s of context, so its features of the silent
+    frames are NOT those of isolated silence: they vary with position and with the speech
+    around them (measured: as far from the isolated-silence row as speech is, docs/lcu.md)."""
+    from echo_cli.features.audio import audio_features
+
+    n = len(silent)
+    hop = 16000.0 / fps
+    w = np.asarray(wave, np.float32)[: int(round(n * hop))].copy()
+    for t in np.flatnonzero(silent):
+        w[int(round(t * hop)):int(round((t + 1) * hop))] = 0.0
+    f = audio_features(w, fps, whisper=audio_input != "mel", n_frames=n)
+    return _gen_matrix(f, audio_input, n)
+
+
+def conversation_gate(n: int, rng: np.random.Generator, speech_s=(2.0, 5.0), silence_s=(3.0, 6.0),
+                      fps: float = FPS) -> np.ndarray:
+    """(n,) bool silent frames: alternating speech and silence runs, speech first."""
+    g = np.zeros(n, bool)
+    t, speaking = 0, True
+    while t < n:
+        L = int(round(rng.uniform(*(speech_s if speaking else silence_s)) * fps))
+        if not speaking:
+            g[t:t + L] = True
+        t += L
+        speaking = not speaking
+    return g
+
+
+def silence_bank(speech: list[DyadClip], data_dir: Path | None, audio_input: str, min_len: int,
+                 seed: int = 0, use_cache: bool = True) -> list[np.ndarray]:
+    """Avatar-audio feature windows of silence *in conversation context*, one per silent run
+    (≥ min_len frames) of each speech clip gated by `conversation_gate`. Stage 2's listening
+    windows draw their avatar audio from here, so they see what a render feeds the generator
+    while the user talks (cached per clip)."""
+    bank = []
+    for i, c in enumerate(speech):
+        ck = cache_dir() / f"silbank-{c.name}-{audio_input}-{seed}-{CACHE_VERSION}.npz"
+        if use_cache and ck.is_file():
+            z = np.load(ck)
+            feats, gate = z["feats"], z["gate"]
+        else:
+            wave = clip_wave(c.name, data_dir)
+            if wave is None:
+                continue
+            gate = conversation_gate(c.n_frames, np.random.default_rng([seed, i]))
+            feats = gated_features(wave, gate, audio_input)
+            from echo_cli.io_atomic import write_npz
+            write_npz(ck, dict(feats=feats, gate=gate))
+        runs = np.flatnonzero(np.diff(np.r_[0, gate.astype(int), 0]))
+        for a, b in zip(runs[::2], runs[1::2]):
+            if b - a >= min_len:
+                bank.append(feats[a:b].astype(np.float32))
+    LOG.info("silence-in-context bank: %d windows from %d speech clips", len(bank), len(speech))
+    return bank
 
 
 def _behaviour(space, motion, neutral, energy, vad):
@@ -342,7 +422,7 @@ class DyadicBatcher:
 
     def __init__(self, speech: list[DyadClip], silent: list[DyadClip], t_prev: int, window: int,
                  history: int, stats: dict, sdir: np.ndarray, mouth: slice, rules: RuleConfig = RuleConfig(),
-                 p_listen: float = 0.5):
+                 p_listen: float = 0.5, silence: list[np.ndarray] | None = None, p_context_silence: float = 0.8):
         self.N = t_prev + window
         self.H = history
         need = self.N + self.H
@@ -351,6 +431,9 @@ class DyadicBatcher:
         if not self.speech or len(self.silent) < 2:
             raise InputError("not enough clips to build dyadic pairs", fix="check ../shared/data")
         self.stats, self.sdir, self.mouth, self.rules, self.p_listen = stats, sdir, mouth, rules, p_listen
+        # listening avatar audio: silence in conversation context (bank) or isolated silence
+        self.silence = [w for w in (silence or []) if len(w) >= self.N]
+        self.p_context_silence = p_context_silence if self.silence else 0.0
 
     def _norm(self, m):
         return ((m - self.stats["motion_mean"]) / self.stats["motion_std"]).astype(np.float32)
@@ -385,7 +468,12 @@ class DyadicBatcher:
             emo = ("happy", "neutral", "sad")[int(rng.integers(3))]
             target = target + EMOTION_SMILE[emo] * self.sdir[None]
             out["motion"].append(self._norm(target))
-            out["audio"].append(av.gen_audio[sa:sa + N])
+            audio = av.gen_audio[sa:sa + N]
+            if listening and rng.random() < self.p_context_silence:
+                w = self.silence[int(rng.integers(len(self.silence)))]
+                s0 = int(rng.integers(0, len(w) - N + 1))
+                audio = w[s0:s0 + N]
+            out["audio"].append(audio)
             out["identity"].append(av.identity)
             um = us.motion[su:su + N + H]
             out["u_motion"].append(self._norm(um))
@@ -403,48 +491,21 @@ class DyadicBatcher:
 #                     Held-out measurements (issue 7 acceptance)                #
 #################################################################################
 
-def _events_up(x: np.ndarray, thr: float, refractory: int) -> list[int]:
-    """Frames where x rises above thr (onsets), at least `refractory` frames apart."""
-    above = x > thr
-    on = [i for i in range(1, len(x)) if above[i] and not above[i - 1]]
-    out = []
-    for i in on:
-        if not out or i - out[-1] >= refractory:
-            out.append(i)
-    return out
-
-
-def nod_events(pitch: np.ndarray, fps: float, thr: float = 0.03) -> list[int]:
-    """Nod onsets: the high-passed pitch (minus its 1 s moving average) leaves ±thr, where
-    thr is at least 3× the sequence's median deviation (so ordinary head sway is no nod)."""
-    k = max(3, int(fps))
-    hp = pitch - np.convolve(np.pad(pitch, k // 2, mode="edge"), np.ones(k) / k, "valid")[:len(pitch)]
-    thr = max(thr, 3.0 * float(np.median(np.abs(hp))))
-    return _events_up(np.abs(hp), thr, int(fps))
-
-
-def follow_rate(user_events: list[int], avatar_events: list[int], n: int, fps: float,
-                lo: float = 0.2, hi: float = 1.5, n_shifts: int = 50, seed: int = 0) -> dict:
-    """Fraction of user events followed by an avatar event within [lo, hi] s, and the same
-    for the user events circularly shifted at random (chance)."""
-    a = np.zeros(n + 1, bool)
-    a[np.asarray(avatar_events, int)] = True
-    cs = np.concatenate([[0], np.cumsum(a)])
-    L, Hh = int(round(lo * fps)), int(round(hi * fps))
-
-    def rate(ev):
-        ev = [e for e in ev if e + Hh < n]
-        if not ev:
-            return float("nan"), 0
-        hits = [cs[e + Hh + 1] - cs[e + L] > 0 for e in ev]
-        return float(np.mean(hits)), len(ev)
-
-    r, k = rate(user_events)
-    rng = np.random.default_rng(seed)
-    chance = [rate([(e + int(rng.integers(int(2 * fps), max(int(2 * fps) + 1, n - int(2 * fps)))) ) % n
-                    for e in user_events])[0] for _ in range(n_shifts)]
-    chance = [c for c in chance if np.isfinite(c)]
-    return {"rate": r, "chance": float(np.mean(chance)) if chance else float("nan"), "n_events": k}
+def rule_mouth_stats(speech: list[DyadClip], silent: list[DyadClip], space, mouth: slice,
+                     rules: RuleConfig = RuleConfig()) -> dict:
+    """Mouth-opening std of the real speech clips, of the raw listener clips and of the
+    listener targets after rule 1 (mean over clips): what listening/speaking ratio the
+    stage-2 targets themselves teach."""
+    sp = float(np.mean([np.std(mouth_measure(space, c.motion, c.neutral)) for c in speech]))
+    raw, damped = [], []
+    for c in silent:
+        raw.append(np.std(mouth_measure(space, c.motion, c.neutral)))
+        m = c.motion.copy()
+        m[:, mouth] *= rules.mouth_damp
+        damped.append(np.std(mouth_measure(space, m, c.neutral)))
+    return {"speech_std": sp, "listener_raw_std": float(np.mean(raw)), "listener_target_std": float(np.mean(damped)),
+            "raw_ratio": float(np.mean(raw)) / sp, "target_ratio": float(np.mean(damped)) / sp,
+            "mouth_damp": rules.mouth_damp}
 
 
 def _emotion_vec(name: str | None):
@@ -476,6 +537,7 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     import torch
 
     from echo_cli.config import RenderSettings
+    from echo_cli.eval import events as EV
     from echo_cli.eval import metrics as M
     from echo_cli.generate.engine import GenerationInputs, generate_all
     from echo_cli.lcu.model import LCU
@@ -507,7 +569,29 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
                                emotion=_emotion_vec(emo) if use_lau else None)
         return generate_all(gen, inp, settings, seed=seed)
 
-    silence_gen, _, _ = silence_features(n, gen.cfg.audio_input)
+    # the avatar's audio while it listens: its own track in a conversation (its speech
+    # gated to digital silence for n frames after 2 s), as a render feeds it; isolated
+    # silence when the clip's audio is not at hand (tests with pre-built clips)
+    iso_silence, _, _ = silence_features(n, gen.cfg.audio_input)
+    data_dir = None
+    if clips is None:
+        from echo_cli.train.data import shared_data_dir
+        data_dir = Path(data) if data else shared_data_dir()
+    _sil: dict = {}
+
+    def silence(av: DyadClip, k: int) -> np.ndarray:
+        if av.name not in _sil:
+            wave = clip_wave(av.name, data_dir) if data_dir is not None else None
+            a0 = int(2 * FPS)
+            if wave is None or av.n_frames < a0 + n:
+                _sil[av.name] = iso_silence
+            else:
+                gate = np.zeros(av.n_frames, bool)
+                gate[a0:a0 + n] = True
+                _sil[av.name] = gated_features(wave, gate, gen.cfg.audio_input)[a0:a0 + n]
+        return _sil[av.name][:k]
+
+    res["listening_audio"] = "silence in context (own speech gated)" if data_dir is not None else "isolated silence"
     # 1. listening vs speaking mouth std
     ratios, lipcorr = [], []
     listen_runs = []
@@ -517,7 +601,7 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
         lis_user = users[0]
         for seed in seeds:
             sp = gen_motion(av, av.gen_audio[:n], _ctx(gen, lcu, lis_user, 0, n), "neutral", seed)
-            ls = gen_motion(av, silence_gen, _ctx(gen, lcu, talker, 0, n), "neutral", seed)
+            ls = gen_motion(av, silence(av, n), _ctx(gen, lcu, talker, 0, n), "neutral", seed)
             m_sp, m_ls = mouth_measure(space, sp, av.neutral), mouth_measure(space, ls, av.neutral)
             ratios.append(float(np.std(m_ls) / max(np.std(m_sp), 1e-9)))
             lipcorr.append(M.pearson(m_sp, mouth_measure(space, av.motion[:n], av.neutral)))
@@ -540,44 +624,50 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     cands.sort(key=lambda x: x[0])
     k = max(1, min(4, len(cands) // 3))
     neutral_w, smiling_w = cands[:k], cands[-k:]
-    wins, diffs = [], []
+    wins, diffs, sds = [], [], []
     emo_wins = []
     for av in avatars:
         for (s_sm, u_sm, st_sm), (s_ne, u_ne, st_ne) in zip(smiling_w, neutral_w):
             for seed in seeds:
-                a = gen_motion(av, silence_gen, _ctx(gen, lcu, u_sm, st_sm, W), "neutral", seed)
-                b = gen_motion(av, silence_gen, _ctx(gen, lcu, u_ne, st_ne, W), "neutral", seed)
-                d = float(np.mean(smile_measure(space, a, av.neutral)) - np.mean(smile_measure(space, b, av.neutral)))
+                a = gen_motion(av, silence(av, W), _ctx(gen, lcu, u_sm, st_sm, W), "neutral", seed)
+                b = gen_motion(av, silence(av, W), _ctx(gen, lcu, u_ne, st_ne, W), "neutral", seed)
+                sa_, sb_ = smile_measure(space, a, av.neutral), smile_measure(space, b, av.neutral)
+                sds += [float(np.std(sa_)), float(np.std(sb_))]
+                d = float(np.mean(sa_) - np.mean(sb_))
                 diffs.append(d)
                 wins.append(d > 0)
     res["reaction_smile_win_rate"] = float(np.mean(wins)) if wins else float("nan")
+    # effect sizes beside real faces: how much more the users smile (the cause), and the
+    # avatar's own frame-to-frame smile variability (what the difference must stand out of)
+    res["reaction_user_smile_diff"] = float(np.mean([v for v, _, _ in smiling_w]) - np.mean([v for v, _, _ in neutral_w]))
+    res["reaction_avatar_smile_sd"] = float(np.mean(sds)) if sds else float("nan")
     res["reaction_smile_mean_diff"] = float(np.mean(diffs)) if diffs else float("nan")
     res["reaction_pairs"] = len(wins)
     res["smiling_users"] = [f"{u.name}@{s / FPS:.1f}s (smile {v:+.3f})" for v, u, s in smiling_w]
     res["neutral_users"] = [f"{u.name}@{s / FPS:.1f}s (smile {v:+.3f})" for v, u, s in neutral_w]
 
-    # 3. nod / smile following user smiles and pauses at 0.2-1.5 s
-    ev_rates, ev_chance, n_ev = [], [], 0
-    follow_runs = [(av, u, st, None) for av in avatars for (_, u, st) in smiling_w] + \
-                  [(av, t, 0, ls) for (av, t, ls) in listen_runs]
+    # 3. nod / smile ONSETS following user smile onsets and pauses at 0.2-1.5 s, against
+    # circularly shifted user events (eval/events.py): listening to the held-out talkers
+    # (pauses) and to reacting users (smiles), n frames each
+    follow_seqs = []
+    follow_runs = [(av, t, 0, ls) for (av, t, ls) in listen_runs] + \
+                  [(av, u, 0, None) for av in avatars for u in users[:4] if u.n_frames >= n]
     for av, u, st, pre in follow_runs:
-        m = pre if pre is not None else gen_motion(av, silence_gen, _ctx(gen, lcu, u, st, W), "neutral", seeds[0])
-        sm = smile_measure(space, m, av.neutral)
-        a_ev = sorted(set(nod_events(m[:, 1], FPS) + _events_up(sm - np.median(sm), 0.03, int(FPS))))
-        u_ev = pause_onsets(u.vad[st:st + W], FPS, 0.8, 0.25) + _events_up(u.smile[st:st + W], 0.035, int(FPS))
-        fr = follow_rate(sorted(u_ev), a_ev, len(m), FPS)
-        if np.isfinite(fr["rate"]):
-            ev_rates.append(fr["rate"] * fr["n_events"]); ev_chance.append(fr["chance"] * fr["n_events"])
-            n_ev += fr["n_events"]
-    res["follow_rate"] = float(np.sum(ev_rates) / n_ev) if n_ev else float("nan")
-    res["follow_chance"] = float(np.sum(ev_chance) / n_ev) if n_ev else float("nan")
-    res["follow_events"] = n_ev
+        m = pre if pre is not None else gen_motion(av, silence(av, n), _ctx(gen, lcu, u, st, n), "neutral", seeds[0])
+        a_ev = EV.avatar_events(m[:, 1], smile_measure(space, m, av.neutral), FPS)
+        u_ev = EV.user_events(FPS, len(m), u.smile[st:st + len(m)], FPS,
+                              EV.pause_times(u.vad[st:st + len(m)], FPS))
+        follow_seqs.append((u_ev, a_ev, len(m)))
+    fr = EV.follow_test(follow_seqs, FPS, n_shifts=2000)
+    res["follow_rate"], res["follow_chance"], res["follow_p"] = fr["rate"], fr["chance"], fr["p"]
+    res["follow_events"] = fr["n_user_events"]
+    res["follow_avatar_events_per_s"] = fr["avatar_rate_per_s"]
 
     # 4. emotion: happy vs sad on the same inputs
     if use_lau:
         for av in avatars:
-            for audio, (_, u, st) in ((av.gen_audio[:W], neutral_w[0]), (silence_gen, neutral_w[0]),
-                                      (silence_gen, smiling_w[-1])):
+            for audio, (_, u, st) in ((av.gen_audio[:W], neutral_w[0]), (silence(av, W), neutral_w[0]),
+                                      (silence(av, W), smiling_w[-1])):
                 for seed in seeds:
                     ctx = _ctx(gen, lcu, u, st, W)
                     h = gen_motion(av, audio, ctx, "happy", seed)
@@ -586,6 +676,7 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
                                           - np.mean(smile_measure(space, s_, av.neutral))))
         res["emotion_happy_gt_sad_rate"] = float(np.mean([d > 0 for d in emo_wins])) if emo_wins else float("nan")
         res["emotion_mean_diff"] = float(np.mean(emo_wins)) if emo_wins else float("nan")
+        res["emotion_target_diff"] = EMOTION_SMILE["happy"] - EMOTION_SMILE["sad"]
 
     # 5. paper-style metrics on listening generations: rPCC vs the rule target, SID, Var
     feats, pcc_g, pcc_r = [], [], []
@@ -621,15 +712,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ablate", default="", help="comma list of lpe, hbcu, lau to switch off at inference")
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--json", default=None)
+    p.add_argument("--set", action="append", default=[], help="render setting key=value, e.g. cfg_user=2")
+    p.add_argument("--rule-stats", action="store_true", help="only print what ratio the listener targets teach")
     a = p.parse_args(argv)
     log.setup(0)
     torch.set_num_threads(1)
+    if a.rule_stats:
+        space = default_space()
+        sp, si = load_dyadic_clips(space=space, audio_input="mel")
+        (tr_sp, tr_si), _ = split_pairs(sp, si)
+        mouth = space.regions["mouth"]
+        for damp in (0.35, RuleConfig().mouth_damp):
+            print(json.dumps(rule_mouth_stats(tr_sp, tr_si, space, mouth, RuleConfig(mouth_damp=damp))))
+        return
     if a.checkpoint is None:
         from echo_cli.api.render import default_checkpoint
         a.checkpoint = default_checkpoint()
     gen, lcu, _ = load_stage2(a.checkpoint)
     abl = {k: False for k in a.ablate.split(",") if k}
-    res = evaluate(gen, lcu, default_space(), n=a.frames, ablate=abl)
+    from echo_cli.config import RenderSettings
+    over = {k: float(v) for k, v in (kv.split("=", 1) for kv in a.set)}
+    res = evaluate(gen, lcu, default_space(), n=a.frames, ablate=abl, settings=RenderSettings(**over))
+    res["settings"] = over
     text = json.dumps(res, indent=2, sort_keys=True)
     print(text)
     if a.json:

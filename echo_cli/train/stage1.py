@@ -4,6 +4,8 @@ Losses, on random windows (T_prev clean frames + T noisy frames) of real talking
   fm       flow matching: || v - (x1 - x0) ||^2, per-component weights 1 + lip_weight * lip_mask
   vel      velocity (temporal difference) of the one-step estimate x1_hat vs the data's
   viseme   cross-entropy of the audio encoder's viseme head vs the phonetic prior (features/phonetic.py)
+  mouth    MSE of the audio encoder's mouth-prior head vs the real normalised mouth codes
+           (video items only): the deterministic audio -> lips regression the flow refines
   fm on speech without video (../shared/data/audio, espeak-ng): mouth components only, targets
            from a viseme -> mouth-code table fitted on the video clips (`audio_only_weight`)
 Conditions are dropped at random for classifier-free guidance (audio) and robustness
@@ -44,6 +46,8 @@ class Stage1Config:
     p_no_prev: float = 0.15
     use_visemes: bool = True
     use_audio_only: bool = True
+    mouth_weight: float = 1.0        # mouth-prior regression loss (models with a prior head)
+    align_av: bool = True            # shift clips with a clear audio/video offset (data.align_speech)
 
 
 #################################################################################
@@ -128,21 +132,22 @@ class Batcher:
     def sample(self, rng: np.random.Generator, B: int) -> dict:
         N = self.N
         n_ao = int(round(B * self.cfg.audio_only_weight / (1 + self.cfg.audio_only_weight))) if self.ao else 0
-        mot, aud, ids, vis, dw = [], [], [], [], []
+        mot, aud, ids, vis, dw, video = [], [], [], [], [], []
         for b in range(B):
             if b < B - n_ao:
                 i = rng.choice(len(self.items), p=self.p)
                 c = self.items[i]
                 s = rng.integers(0, c.n_frames - N + 1)
                 mot.append(self.motion[i][s:s + N]); aud.append(self.audio[i][s:s + N])
-                ids.append(c.identity); vis.append(c.visemes[s:s + N]); dw.append(self.dim_w)
+                ids.append(c.identity); vis.append(c.visemes[s:s + N]); dw.append(self.dim_w); video.append(True)
             else:
                 m, a, c = self.ao[rng.integers(len(self.ao))]
                 s = rng.integers(0, c.n_frames - N + 1)
                 mot.append(m[s:s + N]); aud.append(a[s:s + N])
                 ids.append(self.stats["identity_mean"]); vis.append(c.visemes[s:s + N]); dw.append(self.mouth_only)
+                video.append(False)
         return {"motion": np.stack(mot), "audio": np.stack(aud), "identity": np.stack(ids).astype(np.float32),
-                "visemes": np.stack(vis), "dim_w": np.stack(dw)}
+                "visemes": np.stack(vis), "dim_w": np.stack(dw), "video": np.array(video, bool)}
 
 
 def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
@@ -185,6 +190,11 @@ def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
                                      vis.reshape(-1), ignore_index=-1)
                 out["viseme"] = ce
                 loss = loss + cfg.viseme_weight * ce
+        if cfg.mouth_weight > 0 and "mouth_prior" in aux and b["video"].any():
+            sel = torch.from_numpy(b["video"]).to(device)
+            err = (aux["mouth_prior"] - x1[..., batcher.mouth]) ** 2                # (B, T, n_mouth)
+            out["mouth"] = err[sel].mean()
+            loss = loss + cfg.mouth_weight * out["mouth"]
         out["loss"] = loss
         return out
     return loss_fn
@@ -225,7 +235,7 @@ def synthetic_clips(n_clips: int = 4, frames: int = 200, motion_dim: int = 24, s
 def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: int | None = None,
         seed: int = 0, resume: bool = False, preset: str = "tiny", config: Stage1Config | None = None,
         clips: list[ClipData] | None = None, audio_only: list[ClipData] | None = None,
-        held_out=HELD_OUT, loop: common.LoopConfig | None = None) -> dict:
+        held_out=HELD_OUT, loop: common.LoopConfig | None = None, model_overrides: dict | None = None) -> dict:
     """Train stage 1 into the run folder `out`; returns a summary dict (also out/summary.json).
 
     clips/audio_only: pre-built data (tests); otherwise the speech clips of `data`
@@ -252,6 +262,8 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
         all_clips = D.load_clips(data)
         train, val = D.split(all_clips, held_out)
         from echo_cli.motion.space import default_space
+        if cfg.align_av:
+            train = D.align_speech(train, default_space())
         layout = layout_from_motion_space(default_space())
         if audio_only is None and cfg.use_audio_only:
             audio_only = D.audio_only_items(data, layout["motion_dim"])
@@ -263,7 +275,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
         cfg = replace(cfg, audio_input="mel")
     audio_only = [c for c in (audio_only or []) if cfg.audio_input == "mel" or c.whisper is not None]
 
-    mcfg = make_config(cfg.preset, layout, audio_input=cfg.audio_input)
+    mcfg = make_config(cfg.preset, layout, audio_input=cfg.audio_input, **(model_overrides or {}))
     torch.manual_seed(loop.seed)
     model = EchoGenerator(mcfg).to(dist_.device)
     stats = fit_stats(train, cfg.audio_input)
@@ -297,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--synthetic", action="store_true", help="tiny synthetic data (tests of the machinery)")
     p.add_argument("--set", action="append", default=[], help="Stage1Config field=value (ablations), repeatable")
+    p.add_argument("--model", action="append", default=[],
+                   help="GeneratorConfig field=value over the preset (ablations, e.g. mouth_prior=false)")
     a = p.parse_args(argv)
     log.setup(0)
     clips = synthetic_clips() if a.synthetic else None
@@ -310,8 +324,14 @@ def main(argv: list[str] | None = None) -> None:
     loop = common.LoopConfig(log_every=1, ckpt_every=2, warmup=2) if a.synthetic else common.LoopConfig()
     if a.lr:
         loop = replace(loop, lr=a.lr)
+    from echo_cli.model.generator import GeneratorConfig
+    mover = {}
+    for kv in a.model:
+        k, v = kv.split("=", 1)
+        typ = type(GeneratorConfig.__dataclass_fields__[k].default)
+        mover[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
     run(a.data, a.out, a.steps, a.seed, a.resume, a.preset, cfg, clips=clips,
-        audio_only=[] if a.synthetic else None, loop=loop)
+        audio_only=[] if a.synthetic else None, loop=loop, model_overrides=mover)
 
 
 if __name__ == "__main__":

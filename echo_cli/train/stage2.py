@@ -21,6 +21,7 @@ fusion="entangled" (the generator engineer's switch), trained the same way.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +51,11 @@ class Stage2Config:
     use_hbcu: bool = True
     use_lau: bool = True
     lcu: dict = field(default_factory=dict)   # LCUConfig overrides (dim, depth, ...)
+    rules: dict = field(default_factory=dict)  # dyadic.RuleConfig overrides (listener rules)
+    # listening windows' avatar audio: silence in conversation context (dyadic.silence_bank)
+    # with this probability, isolated silence otherwise; see docs/lcu.md
+    context_silence: bool = True
+    p_context_silence: float = 0.8
 
 
 def _torch():
@@ -147,7 +153,9 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
     from echo_cli.model.checkpoint import load_checkpoint, save_checkpoint
     from echo_cli.train import dyadic as Y
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # One intra-op thread per process, as stage 1: on the shared 2-core machine 2-thread pools
+    # spin against each other (a 250-step run did not reach step 25 in 17 min with 2 threads)
+    torch.set_num_threads(int(os.environ.get("ECHO_THREADS", "0") or 0) or 1)
     cfg = config or Stage2Config()
     loop = loop or common.LoopConfig(steps=1500, lr=5e-4, warmup=50, log_every=25, ckpt_every=250)
     if steps is not None:
@@ -177,9 +185,17 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
         (tr_sp, tr_si), (ho_sp, ho_si) = clips, ([], [])
     sdir = Y.smile_direction(space)
     mouth = slice(*gen.cfg.regions["mouth"])
+    rules = Y.RuleConfig(**cfg.rules)
+    bank = None
+    if cfg.context_silence and clips is None:
+        from echo_cli.train.data import shared_data_dir
+        bank = Y.silence_bank(tr_sp, Path(data) if data else shared_data_dir(), gen.cfg.audio_input,
+                              cfg.t_prev + cfg.window)
     batcher = Y.DyadicBatcher(tr_sp, tr_si, cfg.t_prev, cfg.window, cfg.history, fit_stats_from(gen),
-                              sdir, mouth, p_listen=cfg.p_listen)
-    meta = {"stage": 2, "stage2": asdict(cfg), "seed": loop.seed, "init_checkpoint": str(init_checkpoint),
+                              sdir, mouth, rules=rules, p_listen=cfg.p_listen, silence=bank,
+                              p_context_silence=cfg.p_context_silence)
+    meta = {"stage": 2, "stage2": asdict(cfg), "rules": asdict(rules), "seed": loop.seed,
+            "init_checkpoint": str(init_checkpoint),
             "data": {"speech": sorted(c.name for c in tr_sp), "silent": sorted(c.name for c in tr_si),
                      "held_out_speech": sorted(c.name for c in ho_sp),
                      "held_out_silent": sorted(c.name for c in ho_si),
