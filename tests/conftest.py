@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# A runner may start the suite with SIGINT ignored (a background job of a non-interactive
+# shell: `cmd &`). Children inherit an ignored signal, the CLI rightly keeps it ignored,
+# and the interruption tests would then test nothing; give the children the default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_data_path() -> Path:

@@ -123,6 +123,7 @@ def write_overlay(path: Path, track, dest: Path) -> str:
 def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, overlay: bool,
                 cache_enabled: bool = True) -> dict:
     """Preprocess one file; never raises (the error becomes the record's one line)."""
+    from echo_cli import cancel
     from echo_cli.preprocess.cache import Cache
     from echo_cli.preprocess.pipeline import preprocess_media
 
@@ -150,8 +151,10 @@ def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, o
             if overlay and face is not None:
                 rec["files"]["overlay"] = write_overlay(Path(path), face, dest)
     except EchoError as e:
+        cancel.check()      # an interrupt swallowed by a C extension is not this file's error
         rec.update(error=e.one_line(), exit_code=e.exit_code, kind=e.kind)
     except Exception as e:  # a bug: keep the folder going, report it as internal
+        cancel.check()
         logger.debug("internal error on %s", path, exc_info=True)
         rec.update(error=f"error: {path}: internal error {e.__class__.__name__}: {e}", exit_code=1, kind="internal")
     rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -178,6 +181,8 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
                       options: PreprocessOptions = PreprocessOptions(), cache: bool = True,
                       on_item: Callable[[dict], None] | None = None) -> dict:
     """Run every media file; returns the summary dict (also written to OUT/summary.json)."""
+    from echo_cli import cancel
+
     folder = Path(folder)
     files = find_media(folder, recursive)
     if not files:
@@ -205,6 +210,9 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
             records.append(rec)
             if on_item:
                 on_item(rec)
+            # A signal whose KeyboardInterrupt a native library swallowed still stops the
+            # folder here (exit 130); the finished files are complete and cached.
+            cancel.check()
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -223,6 +231,7 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
                 records.append(rec)
                 if on_item:
                     on_item(rec)
+                cancel.check()
     records.sort(key=lambda r: r["path"])
     summary = {
         "folder": str(folder), "out": None if out is None else str(out),

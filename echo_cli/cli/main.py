@@ -167,6 +167,18 @@ def _sigterm_unwinds() -> None:
         cancel.request()
         raise KeyboardInterrupt
 
+    # A signal that lands inside a callback Python cannot raise from (an at-fork hook while
+    # ffmpeg is being spawned, a __del__) is "unraisable": Python would print a traceback
+    # and carry on. The cancel flag is already set, so the run still stops with exit 130;
+    # only the traceback, which is noise to a user, is dropped.
+    default_hook = sys.unraisablehook
+
+    def unraisable(info):
+        if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+            return
+        default_hook(info)
+
+    sys.unraisablehook = unraisable
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:   # respect `nohup`/background ignores

@@ -503,6 +503,8 @@ def track_raw(path_or_frames, fps: float | None = None, face_index: int | None =
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
+    from echo_cli import cancel
+
     frames, out_fps, width, height, source, is_image = open_frames(path_or_frames, fps)
     stream = iter(frames)
     first = next(stream, None)
@@ -557,6 +559,7 @@ def track_raw(path_or_frames, fps: float | None = None, face_index: int | None =
             with ThreadPoolExecutor(threads, thread_name_prefix="echo-face") as ex:
                 pending: deque = deque()
                 for c in _chunks(first, stream, size, settings.chunk_warmup):
+                    cancel.check()      # stop between chunks even if a native call swallowed the signal
                     pending.append(ex.submit(run_chunk, *c))
                     while len(pending) > threads:       # bound the frames held in memory
                         results.append(pending.popleft().result())
