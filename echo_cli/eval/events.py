@@ -10,7 +10,7 @@ are both ≈ 1 (the first version measured 1.00 vs 0.997). So:
   noise and an absolute floor), with a refractory period; a smile onset is the first frame
   where the smile measure has risen by more than a threshold over the previous 0.4 s (again
   with a robust floor); a pause onset is where the user's voice stops after ≥ 0.8 s of
-  speech (train.dyadic.pause_onsets). Continuous sway and slow drift make no events.
+  speech (`pause_onsets`, which the stage-2 rules use too). Continuous sway and slow drift make no events.
 - the statistic: the fraction of user events followed by ≥ 1 avatar event within
   [lo, hi] s (default 0.2–1.5 s);
 - chance: the same fraction after circularly shifting each sequence's user events by a
@@ -169,13 +169,19 @@ def user_events(fps: float, n: int, smile=None, smile_fps: float | None = None, 
     return merge_events(fr, refractory=int(round(0.2 * fps))) if fr else []
 
 
-def pause_times(vad, fps: float, min_speech_s: float = 0.8, min_pause_s: float = 0.25) -> list[float]:
-    """Seconds where the voice stops after ≥ min_speech_s of speech for ≥ min_pause_s."""
+def pause_onsets(vad, fps: float, min_speech_s: float = 0.8, min_pause_s: float = 0.25) -> list[int]:
+    """Frames where the voice stops after ≥ min_speech_s of speech, for ≥ min_pause_s (the
+    user's pauses: a listener's cue for a backchannel nod, in training rules and in eval)."""
     v = np.asarray(vad, bool)
     ms, mp = int(round(min_speech_s * fps)), int(round(min_pause_s * fps))
     out, run = [], 0
     for i in range(1, len(v)):
         run = run + 1 if v[i - 1] else 0
         if v[i - 1] and not v[i] and run >= ms and i + mp <= len(v) and not v[i:i + mp].any():
-            out.append(i / fps)
+            out.append(i)
     return out
+
+
+def pause_times(vad, fps: float, min_speech_s: float = 0.8, min_pause_s: float = 0.25) -> list[float]:
+    """`pause_onsets` in seconds."""
+    return [i / fps for i in pause_onsets(vad, fps, min_speech_s, min_pause_s)]

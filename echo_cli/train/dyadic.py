@@ -40,6 +40,7 @@ import numpy as np
 
 from echo_cli import log
 from echo_cli.errors import InputError
+from echo_cli.eval.events import pause_onsets  # one pause detector for the rules and the follow test
 
 LOG = log.get("echo_cli.train.dyadic")
 
@@ -364,17 +365,6 @@ def split_pairs(speech: list[DyadClip], silent: list[DyadClip]):
 #################################################################################
 #                           Listener rules (targets)                            #
 #################################################################################
-
-def pause_onsets(vad: np.ndarray, fps: float, min_speech: float, min_pause: float) -> list[int]:
-    """Frames where the user stops after ≥ min_speech s of speech, for ≥ min_pause s."""
-    out, run = [], 0
-    ms, mp = int(round(min_speech * fps)), int(round(min_pause * fps))
-    for i in range(1, len(vad)):
-        run = run + 1 if vad[i - 1] else 0
-        if vad[i - 1] and not vad[i] and run >= ms and not vad[i:i + mp].any() and i + mp <= len(vad):
-            out.append(i)
-    return out
-
 
 def nod_curve(n: int, fps: float, amp: float, length: float) -> np.ndarray:
     """A nod: pitch goes down and back (raised cosine), n frames long at most."""
