@@ -60,6 +60,32 @@ def test_listener_rules_time_align_to_the_user(space):
         assert out[nod + 6, 1] > 0.02 and abs(out[nod - 1, 1]) < 1e-9
 
 
+def test_smile_keep_damps_the_listeners_own_smile_not_the_mirror(space):
+    """rules.smile_keep shrinks the real listener's spontaneous smile (user-independent noise
+    for the reaction) around its median; the mirrored smile is added in full afterwards."""
+    sdir = Y.smile_direction(space)
+    mouth, smile_r = space.regions["mouth"], space.regions["smile"]
+    N, H = 100, 25
+    av = np.zeros((N, space.dim), np.float32)
+    av[:, smile_r] = 0.3 * np.sin(np.arange(N) / 5.0)[:, None]   # the listener's own smiles
+    user = np.zeros(N + H); user[H + 40:] = 0.1
+    vad = np.zeros(N + H, bool)
+    full, i1 = Y.listener_targets(av, user, vad, sdir, mouth, np.random.default_rng(0), Y.RuleConfig(smile_keep=1.0),
+                                  smile=smile_r)
+    half, i2 = Y.listener_targets(av, user, vad, sdir, mouth, np.random.default_rng(0), Y.RuleConfig(smile_keep=0.5),
+                                  smile=smile_r)
+    assert i1["mirror_delay_frames"] == i2["mirror_delay_frames"]
+    own = lambda x: x[:40, smile_r]                                 # before any mirrored smile  # noqa: E731
+    assert np.std(own(half)) == pytest.approx(0.5 * np.std(own(full)), rel=1e-4)
+    gain = Y.RuleConfig().mirror_gain * 0.1
+    late = slice(40 + i1["mirror_delay_frames"], N)
+    # the mirrored part is the same in both (the damped own part aside)
+    d_full = full[late, smile_r] - av[late, smile_r]
+    med = np.median(av[:, smile_r], axis=0)
+    d_half = half[late, smile_r] - (med + 0.5 * (av[late, smile_r] - med))
+    assert np.allclose(d_full, d_half, atol=1e-5) and np.allclose(d_full, gain * sdir[smile_r], atol=1e-5)
+
+
 def _speech_clip(path, space):
     """A real speech clip as a DyadClip (log-mel audio input; no Whisper needed)."""
     from echo_cli.features.audio import audio_features, read_audio
@@ -155,7 +181,8 @@ def test_stage2_trains_and_writes_a_joint_checkpoint(real_clips, space, tmp_path
     torch.manual_seed(0)
     g = EchoGenerator(make_config("micro", layout_from_motion_space(space), audio_input="mel"))
     save_generator(tmp_path / "init", g)
-    cfg = stage2.Stage2Config(window=16, t_prev=4, history=8, batch=4, lcu={"dim": 16, "depth": 1})
+    cfg = stage2.Stage2Config(window=16, t_prev=4, history=8, batch=4, lcu={"dim": 16, "depth": 1},
+                              react_weight=2.0)
     loop = common.LoopConfig(steps=3, lr=1e-3, warmup=1, log_every=1, ckpt_every=3)
     s = stage2.run(out=tmp_path / "run", init_checkpoint=tmp_path / "init.safetensors", config=cfg,
                    loop=loop, clips=(speech, silent), space=space)

@@ -22,6 +22,10 @@ def _live(model, seed=0):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        enc = model.audio_enc
+        if enc.prior_kind == "ridge":      # a frozen prior is fitted, not trained: give it values
+            enc.set_ridge(*(torch.randn(b.shape, generator=g) * 0.1
+                            for b in (enc.prior_proj, enc.prior_weight, enc.prior_bias)))
     return model
 
 
@@ -156,7 +160,76 @@ def test_old_checkpoint_configs_build_the_old_architecture(cfg):
     from echo_cli.model.generator import GeneratorConfig
 
     d = cfg.to_dict()
-    for k in ("mouth_prior", "audio_kernel", "audio_noise", "audio_frame_drop"):
+    for k in ("mouth_prior", "audio_kernel", "audio_noise", "audio_frame_drop", "mouth_prior_kind",
+              "prior_rank", "prior_context"):
         d.pop(k)
     old = EchoGenerator(GeneratorConfig.from_dict(d))
     assert old.prior_in is None and old.audio_enc.mouth_head is None and old.audio_enc.conv2.kernel_size == (3,)
+    # the first mouth-prior checkpoints (no mouth_prior_kind in their JSON) get the learned head
+    d["mouth_prior"] = True
+    head = EchoGenerator(GeneratorConfig.from_dict(d))
+    assert head.cfg.mouth_prior_kind == "head" and head.audio_enc.mouth_head is not None
+    assert not hasattr(head.audio_enc, "prior_proj")
+
+
+def test_ridge_prior_matches_its_numpy_fit_and_survives_a_checkpoint(cfg, tmp_path):
+    from echo_cli.train import mouth_ridge
+
+    rng = np.random.default_rng(0)
+    feats = [rng.standard_normal((120, 80)).astype(np.float32) for _ in range(3)]
+    # mouth codes = a 3-frame smoothed linear read-out of the features (+ noise): learnable
+    w_true = rng.standard_normal((80, cfg.n_mouth)) * 0.3
+    targets = [np.stack([np.convolve(c, np.ones(3) / 3, mode="same") for c in (f @ w_true).T], 1)
+               + 0.1 * rng.standard_normal((120, cfg.n_mouth)) for f in feats]
+    m = EchoGenerator(make_config("micro", synthetic_layout(24), audio_input="mel", prior_rank=16, prior_context=2))
+    assert m.audio_enc.mouth_head is None and m.audio_enc.prior_weight.shape == (cfg.n_mouth, 16, 5)
+    rp = mouth_ridge.fit(feats, targets, ["a", "b", "c"], ["x", "y", "z"], rank=16, context=2,
+                         lambdas=(1.0, 1e6))
+    assert rp.lam == 1.0 and rp.cv[1.0] > rp.cv[1e6]          # CV prefers the penalty that fits
+    assert set(rp.loso) == {"x", "y", "z"}
+    # out-of-speaker predictions differ from the final (in-sample) fit's
+    assert not np.allclose(rp.loso["x"], mouth_ridge.apply(rp, feats[0], 2))
+    m.audio_enc.set_ridge(rp.proj, rp.weight, rp.bias)
+    with torch.no_grad():
+        got = m.audio_enc.ridge_mouth(torch.from_numpy(feats[0])[None])[0].numpy()
+    np.testing.assert_allclose(got, mouth_ridge.apply(rp, feats[0], 2), rtol=1e-4, atol=1e-4)
+    save_generator(tmp_path / "g", m)
+    m2, _ = load_generator(tmp_path / "g")
+    assert torch.equal(m2.audio_enc.prior_weight, m.audio_enc.prior_weight)
+
+
+def test_mouth_prior_override_replaces_the_models_own(cfg):
+    m = _live(EchoGenerator(cfg)).eval()
+    a, ident = torch.randn(1, 14, 80), torch.randn(1, 24)
+    given = torch.randn(1, 14, cfg.n_mouth)
+    cond = m.condition(14, a, ident, mouth_prior=given)
+    assert torch.equal(cond["mouth_prior"], given)
+    assert not torch.equal(m.condition(14, a, ident)["mouth_prior"], given)
+
+
+def test_prior_blend_one_lands_the_sampled_lips_on_the_prior_and_training_ignores_it():
+    cfg1 = make_config("micro", synthetic_layout(24), audio_input="mel", prior_blend=1.0)
+    m = _live(EchoGenerator(cfg1)).eval()
+    ms = slice(*cfg1.regions["mouth"])
+    audio, ident = torch.randn(1, 8, 80), torch.randn(1, 24)
+    fn = guided_velocity(m, None, audio, ident, cfg_audio=1.0)
+    noise = torch.randn(1, 8, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = sample(fn, noise, 4)
+        prior = m.audio_enc.ridge_mouth(audio)
+    torch.testing.assert_close(x[..., ms], prior, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(x[..., :ms.start], torch.zeros_like(x[..., :ms.start]))   # the rest: the flow
+    # training mode: the plain flow velocity (the blend is inference-only)
+    x_t, t = torch.randn(1, 8, 24), torch.full((1,), 0.3)
+    with torch.no_grad():
+        v_eval = m(x_t, t, None, audio, ident)
+        m0 = EchoGenerator(make_config("micro", synthetic_layout(24), audio_input="mel", prior_blend=0.0))
+        m0.load_state_dict(m.state_dict())
+        v_plain = m0.eval()(x_t, t, None, audio, ident)
+        torch.manual_seed(1)                     # same training-time audio augmentation draws
+        v_train = m.train()(x_t, t, None, audio, ident)
+        torch.manual_seed(1)
+        v_train0 = m0.train()(x_t, t, None, audio, ident)
+    assert not torch.allclose(v_eval[..., ms], v_plain[..., ms])
+    torch.testing.assert_close(v_eval[..., ms.stop:], v_plain[..., ms.stop:])
+    assert torch.equal(v_train, v_train0)

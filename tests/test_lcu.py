@@ -129,3 +129,17 @@ def test_detach_state_and_train_mask():
     assert not d["lpe"]["audio"][0]["h"].requires_grad
     mask = m.train_mask(2, 37, torch.Generator().manual_seed(0))
     assert mask.shape == (2, 37, 6) and 0 < mask.float().mean() < 0.6
+
+
+@pytest.mark.parametrize("gate_init,learns", [(0.0, False), (0.5, True)])
+def test_fusion_gate_init_decides_whether_hbcu_gets_a_gradient(gate_init, learns):
+    """With the tanh gate shut (alpha = 0) no gradient reaches the behaviour branch (f_align,
+    attention): in 250 stage-2 steps it never opened. gate_init opens it from the start."""
+    torch.manual_seed(0)
+    m = LCU(LCUConfig(**{**CFG.to_dict(), "gate_init": gate_init})).train()
+    a, mo, s = _inputs()
+    y, _ = m(a, mo, s)
+    y.pow(2).mean().backward()
+    g = m.fusion.align[0].weight.grad
+    assert float(m.fusion.alpha) == pytest.approx(gate_init)
+    assert (g is not None and g.abs().max() > 0) == learns

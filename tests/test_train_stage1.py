@@ -40,6 +40,11 @@ def test_run_folder_contents_and_loss_goes_down(tmp_path, clips):
     model, conf = load_generator(run / "model.safetensors")
     assert conf["training"]["stage"] == 1 and conf["generator"]["dim"] == model.cfg.dim
     assert s["steps"] == 30
+    # the preset's frozen ridge mouth prior was fitted (closed form, LOSO-CV penalty) and saved
+    rp = conf["training"]["ridge_prior"]
+    assert model.cfg.mouth_prior_kind == "ridge" and rp["lambda"] in [float(k) for k in rp["loso_cv"]]
+    assert torch.count_nonzero(model.audio_enc.prior_weight) > 0
+    assert not any("prior" in n for n, _ in model.named_parameters() if n.startswith("audio_enc"))
 
 
 def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, clips):

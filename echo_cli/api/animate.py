@@ -7,7 +7,8 @@
 Stages (each a named part of the paper's pipeline):
   reference   the avatar's image (or first video frame) -> landmarks -> its neutral face and
               identity codes (motion.retarget.Reference, train.data.identity_vector)
-  avatar audio  AudioFeatures -> the generator's audio matrix (Whisper encoder features)
+  avatar audio  AudioFeatures -> the generator's audio matrix (Whisper encoder features),
+              kept in a temporary row file and read per chunk (generate.rowfile)
   turns       dialogue.yaml turns, else from the two tracks' voice activity + transcripts
   LCU         LAU (turn emotions -> c_emo per frame), LPE + HBCU + GCA fusion (user context
               f_pu per frame) via lcu.model.conditioning; no user -> the "no user" context
@@ -81,12 +82,61 @@ class Animation:
 
 
 def _fit_rows(x: np.ndarray, n: int) -> np.ndarray:
-    """Trim or extend (holding the last row) to n rows."""
+    """Trim or extend (holding the last row) to n rows: the in-memory form of what
+    generate.rowfile.RowFile.from_array(x, n) writes (tests/test_rowfile.py compares them)."""
     if len(x) >= n:
         return x[:n]
     if len(x) == 0:
         raise InputError("no audio frames", fix="give non-empty audio")
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), 0)])
+
+
+def release_features(pre: dict) -> None:
+    """Drop pre's per-frame arrays (audio features, face tracks) once animate has used them.
+
+    They scale with the length (log-mel (T, 80) of each track, Whisper (T, 512), a user
+    video's (T, 478, 3) landmarks) and render() reads only each entry's notes afterwards;
+    keeping them for the frame loop made peak memory grow with the video's length.
+    """
+    for v in pre.values():
+        if isinstance(v, dict):
+            for k in ("audio", "face"):
+                if k in v:
+                    v[k] = None
+
+
+def spill_avatar_whisper(pre: dict) -> None:
+    """Move the avatar's Whisper features ((T, 512) float32, 184 MB an hour) from pre to a
+    temporary row file (pre entry key "whisper_rows"; the features keep whisper=None).
+
+    For render() to call right after preprocessing: loading the model and building the
+    reference come next, and with the matrix still in memory that phase set the render's
+    peak at 60 minutes (docs/performance_e2e.md "## Memory"). animate() reads the same rows
+    from the file (same numbers as the in-memory path).
+    """
+    import dataclasses
+
+    from echo_cli.generate.rowfile import RowFile
+
+    avatar_pre = pre.get("avatar_audio") or pre.get("avatar_ref") or {}
+    feats = avatar_pre.get("audio")
+    if feats is None or feats.whisper is None or len(feats.whisper) == 0 or "whisper_rows" in avatar_pre:
+        return
+    avatar_pre["whisper_rows"] = RowFile.from_array(np.asarray(feats.whisper, np.float32))
+    avatar_pre["audio"] = dataclasses.replace(feats, whisper=None)
+
+
+def _spilled_audio(rows, feats, kind: str):
+    """The engine's audio(start, stop) from spilled Whisper rows (+ the in-memory log-mel for
+    "whisper+mel"); rows past the end hold the last one, as _fit_rows does."""
+    if kind == "whisper":
+        return rows
+    mel = np.asarray(feats.mel, np.float32)
+
+    def both(a: int, b: int) -> np.ndarray:
+        idx = np.clip(np.arange(a, b), 0, mel.shape[0] - 1)
+        return np.concatenate([rows(a, b), mel[idx]], axis=1)
+    return both
 
 
 def dialogue_turns(spec, avatar_audio, user_audio, avatar_tr=None, user_tr=None) -> list:
@@ -114,12 +164,18 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
             ablate: tuple[str, ...] = ()) -> Animation:
     """Plan one render: everything up to the frame stream (which is lazy).
 
+    Takes pre's per-frame arrays (release_features sets them to None in pre): the
+    avatar's once its turns and audio rows are made, the rest once the conditioning is
+    built, so the frame loop holds nothing that grows with the length; each entry's other
+    keys (notes, transcript) stay.
+
     ablate: drop paper components at inference for ablations: "lpe"/"hbcu" (no user
     context), "lau" (no emotion conditioning).
     """
     import torch
 
     from echo_cli.generate.engine import GenerationInputs, generate
+    from echo_cli.generate.rowfile import RowFile
     from echo_cli.lcu.model import conditioning
     from echo_cli.model.audio_encoder import audio_matrix
     from echo_cli.motion.retarget import Reference, retarget, to_reference_landmarks
@@ -145,7 +201,29 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
                            avatar_pre.get("transcript") or transcript_file,
                            (pre.get("user_audio") or user_pre).get("transcript"))
 
-    audio = _fit_rows(audio_matrix(a_feats, gen.cfg.audio_input), n_frames)
+    # The avatar's audio matrix (frames x 512 for Whisper features, 184 MB an hour) goes to a
+    # temporary file and the engine reads each chunk's rows from it, so the frame loop holds
+    # no array that grows with the length (generate.rowfile; docs/performance_e2e.md "## Memory").
+    rowfile = avatar_pre.get("whisper_rows")          # spilled by render() after preprocessing
+    if rowfile is not None and gen.cfg.audio_input in ("whisper", "whisper+mel"):
+        audio = _spilled_audio(rowfile, a_feats, gen.cfg.audio_input)
+    else:
+        if rowfile is not None:
+            rowfile.close()
+        mat = audio_matrix(a_feats, gen.cfg.audio_input)
+        if mat.shape[0] == 0:
+            raise InputError("no audio frames", fix="give non-empty audio")
+        if mat.shape[1] != gen.cfg.audio_dim:
+            raise ModelError(f"the avatar audio has {mat.shape[1]} features per frame; this model expects "
+                             f"{gen.cfg.audio_dim} ('{gen.cfg.audio_input}')", path=bundle.path,
+                             fix="use a checkpoint made by one recipe run")
+        rowfile = audio = RowFile.from_array(mat, n_frames)
+        del mat
+    # the avatar's features have given the turns and the rows: free them before the LCU
+    # builds the user side, which takes minutes for an hour (measured: the Whisper matrix
+    # held through it made that phase the render's peak at 60 minutes)
+    del a_feats
+    release_features({"avatar": avatar_pre})
     lcu = bundle.lcu
     if lcu is not None and ("lpe" in ablate or "hbcu" in ablate):
         # the same switches train.dyadic.evaluate uses: zero P_usr / feed "no description"
@@ -160,6 +238,9 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     inputs = GenerationInputs(audio=audio, identity=identity_vector(space, ref.neutral), n_frames=n_frames,
                               user_ctx=cond["user_ctx"], emotion=cond["emotion"])
     anchor = np.zeros(space.dim, np.float32)
+    # turns and conditioning are built: pre's per-frame arrays are not needed any more
+    del u_feats, u_track, avatar_pre, user_pre
+    release_features(pre)
 
     def frames() -> Iterator[np.ndarray]:
         import cv2
@@ -168,10 +249,13 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
         cv2.setNumThreads(1)
         renderer = MeshWarpRenderer()
         renderer.prepare(ref_rgb, ref_lm)
-        for chunk in generate(gen, inputs, settings, seed=int(seed)):
-            motion = retarget(space, chunk, (w, h), ref, anchor=anchor)
-            for lm in to_reference_landmarks(space, motion, ref):
-                yield renderer.render(lm)
+        try:
+            for chunk in generate(gen, inputs, settings, seed=int(seed)):
+                motion = retarget(space, chunk, (w, h), ref, anchor=anchor)
+                for lm in to_reference_landmarks(space, motion, ref):
+                    yield renderer.render(lm)
+        finally:
+            rowfile.close()
 
     return Animation(frames=frames(), n_frames=n_frames, width=w, height=h, turns=turns,
                      explanation=cond.get("explanation") or {})

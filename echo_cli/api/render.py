@@ -9,6 +9,7 @@ Stages, each timed and each failing with a typed one-line error:
   6. generate   motion chunks (generate.engine), streaming
   7. render     motion -> frames (render.warp), layout (side-by-side), encode
   8. mux        H.264 yuv420p + AAC, length = audio, metadata, atomic  OutputError 7
+                (in the encoder's own ffmpeg pass when the audio is a file: `encode`)
 A stage whose module is not in this build stops the run with a one-line error naming the
 stage (never a traceback). Nothing is written at the output path unless stage 8 succeeds.
 """
@@ -203,10 +204,15 @@ def _check_turns_fit(spec, infos: dict, src) -> None:
 # ---------------------------------------------------------------------------------------
 # Audio timeline
 # ---------------------------------------------------------------------------------------
-def load_tracks(spec, infos: dict) -> dict:
+def load_tracks(spec, infos: dict, pre: dict | None = None) -> dict:
     """The avatar / user audio sources and the timeline length in 16 kHz samples (the
     longer track). Paths, not waves: the tracks are streamed (counted here, mixed by
-    `output_audio`), so an hour-long dialogue costs no more memory than a minute."""
+    `output_audio`), so an hour-long dialogue costs no more memory than a minute.
+
+    A track's length comes from its preprocessed audio features when `pre` has them
+    (`run_preprocess` records the exact sample count the features were computed from:
+    the same load_audio decode of the same file, cached by its hash), else from
+    `count_samples` (a WAV header at 16 kHz, else a streamed decode)."""
     from echo_cli.media.audio_io import count_samples
 
     avatar = Path(spec.avatar.audio or spec.avatar.video)
@@ -216,7 +222,14 @@ def load_tracks(spec, infos: dict) -> dict:
             user = Path(spec.user.audio)
         elif spec.user.video and infos.get("user_video") and infos["user_video"].has_audio:
             user = Path(spec.user.video)
-    n = max(count_samples(avatar), count_samples(user) if user is not None else 0)
+    known = {v["path"]: v["n_samples"] for v in (pre or {}).values()
+             if isinstance(v, dict) and v.get("n_samples") is not None and v.get("path")}
+
+    def length(p: Path) -> int:
+        n = known.get(str(p))
+        return int(n) if n is not None else count_samples(p)
+
+    n = max(length(avatar), length(user) if user is not None else 0)
     return {"avatar": avatar, "user": user, "n_samples": n}
 
 
@@ -244,6 +257,8 @@ def _call(fn: Callable, *args, **kw):
 
 def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     """Face tracks, audio features and transcripts of every input, at the output fps (cached)."""
+    from echo_cli.schema import SAMPLE_RATE
+
     pipeline = stage_module("preprocess")
     out: dict = {}
     backend = None if spec.transcript.source == "file" else spec.transcript.source
@@ -254,6 +269,10 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         jobs[0] = ("avatar_ref", spec.avatar.video, backend)
     if spec.user is not None:
         jobs += [(k, p, backend) for k, p in (("user_video", spec.user.video), ("user_audio", spec.user.audio)) if p]
+    # The user's tracks first: otherwise the avatar's (T, 512) Whisper features sit in memory
+    # while the user's whole track is decoded and analysed, and that phase set the peak of
+    # hour-long renders (docs/performance_e2e.md "## Memory").
+    jobs.sort(key=lambda j: not j[0].startswith("user"))
     for key, path, tr in jobs:
         check_cancel()
         logger.info("preprocess %s: %s", key, path)
@@ -262,6 +281,12 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         # encoder time and a (frames, 512) array held for the whole render (184 MB an hour).
         out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
                          whisper=not key.startswith("user"))
+        if isinstance(out[key], dict):
+            # the track's exact length in 16 kHz samples (features.audio stores
+            # duration = samples / 16000 of load_audio(path)): load_tracks needs no decode
+            a = out[key].get("audio")
+            out[key]["path"] = str(path)
+            out[key]["n_samples"] = int(round(float(a.duration) * SAMPLE_RATE)) if a is not None and a.duration else None
     if spec.transcript.source == "file":
         from echo_cli.preprocess.transcript import read_transcript
 
@@ -300,11 +325,14 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
     """Frames (RGB uint8) + audio (16 kHz mono) -> MP4 at out_path, atomically.
 
     layout "side-by-side": the user's video (scaled to the avatar's height) is put left of
-    the avatar. The video is fitted to the audio length by mux().
-    """
-    import tempfile
+    the avatar. The video is fitted to the audio length (media.mux's rule: ceil(seconds x
+    fps) frames, a short stream padded with its last frame, a long one trimmed).
 
-    from echo_cli.media.mux import mux, side_by_side
+    audio as a file (what render passes: its mix WAV): one ffmpeg encodes the picture and
+    the sound into the final file (VideoWriter(audio=...), the options mux uses), the frame
+    count fitted while writing. An array: encoded, then muxed (mux) as before.
+    """
+    from echo_cli.media.mux import side_by_side
     from echo_cli.media.video_io import VideoWriter
 
     progress = progress or _null_progress
@@ -313,10 +341,50 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
             raise InputError("layout side-by-side needs user.video", fix="add user.video or use layout: avatar")
         frames = side_by_side(frames, user_video, settings.fps, user_is_image=user_is_image)
     out_path = Path(out_path)
+    if not isinstance(audio, (str, Path)):
+        return _encode_then_mux(frames, audio, out_path, settings, metadata, n_frames, progress)
+    from echo_cli.media.audio_io import count_samples
+    from echo_cli.media.mux import frames_for
+    from echo_cli.media.probe import probe
+    from echo_cli.schema import SAMPLE_RATE
+
+    want = frames_for(count_samples(audio) / SAMPLE_RATE, settings.fps)
+    with progress(n_frames, "render") as bar:
+        with VideoWriter(out_path, settings.fps, crf=settings.crf, preset=settings.encoder_preset, audio=audio,
+                         metadata=metadata) as w:
+            last = None
+            it = iter(frames)
+            try:
+                for f in it:
+                    check_cancel()
+                    w.write(f)
+                    last = f
+                    bar.advance(1)
+                    if w.n_frames == want:          # trim: the audio decides the length
+                        break
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            while last is not None and w.n_frames < want:     # pad: hold the last frame
+                check_cancel()
+                w.write(last)
+    info = probe(out_path)
+    logger.info("wrote %s (%.2f s, %d frames at %g fps)", out_path, info.duration, info.n_frames, info.fps)
+    return {"output": str(out_path), "duration": info.duration, "frames": info.n_frames, "fps": info.fps,
+            "width": info.width, "height": info.height}
+
+
+def _encode_then_mux(frames, audio, out_path: Path, settings, metadata, n_frames, progress) -> dict:
+    import tempfile
+
+    from echo_cli.media.mux import mux
+    from echo_cli.media.video_io import VideoWriter
+
     with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.echo-render-", dir=_tmp_root(out_path)) as td:
         tmp_video = Path(td) / "video.mp4"
         # encoded once at the final quality: mux copies the stream when its length already
-        # matches the audio (it does: n_frames is derived from the audio), else re-encodes
+        # matches the audio, else re-encodes
         with progress(n_frames, "render") as bar:
             with VideoWriter(tmp_video, settings.fps, crf=settings.crf, preset=settings.encoder_preset) as w:
                 for f in frames:
@@ -397,10 +465,14 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
 def _render_stages(spec, settings, infos, result, timed, progress, explain=False, ablate=()) -> dict:
     with timed("preprocess"):
         pre = run_preprocess(spec, settings, infos)
+        # to a temporary row file until the frame loop reads it chunk by chunk
+        from echo_cli.api.animate import spill_avatar_whisper
+
+        spill_avatar_whisper(pre)
     with timed("model"):
         model, ckpt = load_model(spec)
     with timed("audio"):
-        tracks = load_tracks(spec, infos)
+        tracks = load_tracks(spec, infos, pre)
     n_frames = int(-(-tracks["n_samples"] * settings.fps // 16000))
     metadata = {"model": Path(ckpt).stem, "checkpoint_sha256": _sha256_short(ckpt), "preset": spec.preset,
                 "seed": spec.seed, "tool_version": __version__, "fps": settings.fps, "size": settings.size,

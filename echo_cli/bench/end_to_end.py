@@ -24,7 +24,8 @@ what runs): each call's *exclusive* time is charged to its stage (time in a nest
 is charged to the nested one), and a generator's time is the time spent inside its
 next() calls. Stages: decode (video + audio), face track, transcription, audio features,
 LCU (user context + turn emotions), generation, rendering, layout (side-by-side), encoding
-(time the pipeline waits on the libx264 pipe), muxing; what no stage claims is "other"
+(time the pipeline waits on the libx264 pipe), muxing (the writer's close: encoder flush,
+sound, final MP4; plus mux() where used); what no stage claims is "other"
 (glue, cache I/O, model load, imports: each named in the table).
 
 Options (--set key=value): data=DIR, spec=dialogue.yaml (default: built from the data like
@@ -70,8 +71,11 @@ STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "rendering": (("echo_cli.render.warp", "MeshWarpRenderer.prepare"),
                   ("echo_cli.render.warp", "MeshWarpRenderer.render")),
     "layout": (("echo_cli.media.mux", "side_by_side"),),
-    "encoding": (("echo_cli.media.video_io", "VideoWriter.write"), ("echo_cli.media.video_io", "VideoWriter.close")),
-    "muxing": (("echo_cli.media.mux", "mux"),),
+    "encoding": (("echo_cli.media.video_io", "VideoWriter.write"),),
+    # finishing the file: since speed round 3 render's single ffmpeg pass encodes the sound
+    # and writes the final MP4 (AAC, metadata, +faststart) when the writer closes, so the
+    # close is the muxing; mux() itself runs only for an in-memory audio track
+    "muxing": (("echo_cli.media.video_io", "VideoWriter.close"), ("echo_cli.media.mux", "mux")),
 }
 STAGES = tuple(STAGE_POINTS) + ("other",)
 # Libraries only new inputs need (face tracking, transcription, text-model loading): a

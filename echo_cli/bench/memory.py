@@ -263,9 +263,14 @@ def long_render_memory(minutes: list[float], *, data: Path | None = None, preset
             import shutil
 
             shutil.rmtree(work, ignore_errors=True)
-    base = next((r["peak_mb"] for r in rows if r["rc"] == 0), None)
-    for r in rows:
-        r["vs_first"] = round(r["peak_mb"] / base, 3) if base and r["rc"] == 0 else None
+    # the ratio to the shortest finished run, for each peak measure: the tree RSS sum can
+    # count a big process twice while it forks ffmpeg (see _tree_pss), so the issue's
+    # "within 10 %" is judged on the largest process and the PSS sum as well
+    for key, name in (("peak_mb", "vs_first"), ("max_child_rss_mb", "vs_first_process"),
+                      ("peak_pss_mb", "vs_first_pss")):
+        base = next((r[key] for r in rows if r["rc"] == 0 and r[key]), None)
+        for r in rows:
+            r[name] = round(r[key] / base, 3) if base and r["rc"] == 0 else None
     return rows
 
 
@@ -278,7 +283,8 @@ def markdown(rows: list[dict], command: str) -> str:
     cols = [("minutes", "video minutes"), ("user", "user input"), ("preset", "preset"), ("size", "px"),
             ("transcript", "transcript"), ("frames", "frames"), ("peak_mb", "peak MB (tree RSS)"),
             ("peak_pss_mb", "peak MB (tree PSS)"),
-            ("max_child_rss_mb", "largest process MB"), ("vs_first", "peak / shortest"), ("wall_s", "wall s"),
+            ("max_child_rss_mb", "largest process MB"), ("vs_first", "peak / shortest"),
+            ("vs_first_process", "largest process / shortest"), ("vs_first_pss", "PSS / shortest"), ("wall_s", "wall s"),
             ("rtf", "RTF"), ("rc", "exit")]
     lines = [f"Command: `{command}`", "", markdown_table(rows, cols), ""]
     if slope is not None:

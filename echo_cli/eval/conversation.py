@@ -1,6 +1,6 @@
 """Held-out conversations rendered and measured on the video (issue 7's rendered-video checks).
 
-    python -m echo_cli.eval.conversation [--checkpoint CKPT] [--out runs/conv-eval] [--ablate lpe]
+    python -m echo_cli.eval.conversation [--checkpoint CKPT] [--out runs/conv-eval] [--ablate lpe] [--set cfg_user=2]
 
 For each held-out pair (two speakers stage 1 and stage 2 never trained on: sty_reagan_clip1
 and d6) a 20 s conversation is built from ../shared/data and rendered with `echo-cli render`:
@@ -129,7 +129,8 @@ def _ratio_no_margin(m, turns) -> float:
 
 
 def run(checkpoint=None, out: str | Path = "runs/conv-eval", data=None, ablate=(), plan: ConversationPlan = ConversationPlan(),
-        pairs=HELDOUT_PAIRS, render: bool = True) -> dict:
+        pairs=HELDOUT_PAIRS, render: bool = True, overrides: dict | None = None) -> dict:
+    """overrides: render settings over the preset (e.g. {"cfg_user": 2.0}), as CLI flags would."""
     from echo_cli.api.render import render as do_render
     from echo_cli.eval import events as EV
     from echo_cli.train.data import shared_data_dir
@@ -143,7 +144,7 @@ def run(checkpoint=None, out: str | Path = "runs/conv-eval", data=None, ablate=(
         dlg = build_dialogue(data / av, data / us, folder, plan)
         video = folder / "render.mp4"
         if render or not video.is_file():
-            r = do_render(dlg, checkpoint=checkpoint, ablate=tuple(ablate))
+            r = do_render(dlg, checkpoint=checkpoint, ablate=tuple(ablate), overrides=dict(overrides or {}))
             LOG.info("rendered %s in %s", r["output"], r.get("timings"))
         res, seq = measure_conversation(video, dlg, data / us, folder / "user.wav")
         c = res["conversation"]
@@ -164,7 +165,7 @@ def run(checkpoint=None, out: str | Path = "runs/conv-eval", data=None, ablate=(
     summary = {"mouth_std_ratio_mean": float(np.mean(ratios)) if ratios else None,
                "mouth_std_ratio_max": float(np.max(ratios)) if ratios else None,
                "follow_pooled": fr, "checkpoint": str(checkpoint) if checkpoint else "default",
-               "ablate": list(ablate), "plan": plan.__dict__, "pairs": [list(p) for p in pairs]}
+               "ablate": list(ablate), "settings": dict(overrides or {}), "plan": plan.__dict__, "pairs": [list(p) for p in pairs]}
     doc = {"rows": rows, "summary": summary}
     from echo_cli.io_atomic import write_text
     write_text(out / "conversation.json", json.dumps(doc, indent=2, default=float) + "\n")
@@ -178,9 +179,11 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None)
     p.add_argument("--ablate", action="append", default=[])
     p.add_argument("--no-render", action="store_true", help="measure existing renders only")
+    p.add_argument("--set", action="append", default=[], help="render setting key=value over the preset, e.g. cfg_user=2")
     a = p.parse_args(argv)
     log.setup(0)
-    doc = run(a.checkpoint, a.out, a.data, a.ablate, render=not a.no_render)
+    over = {k: float(v) for k, v in (kv.split("=", 1) for kv in a.set)}
+    doc = run(a.checkpoint, a.out, a.data, a.ablate, render=not a.no_render, overrides=over)
     print(json.dumps(doc, indent=2, default=float))
 
 

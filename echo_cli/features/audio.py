@@ -492,9 +492,12 @@ def save_audio_features(a: AudioFeatures, path: str | Path) -> None:
 
     arrays = dict(format=np.array(AUDIO_FORMAT), version=np.array(AUDIO_VERSION),
                   fps=np.array(a.fps, np.float64), duration=np.array(a.duration, np.float64),
-                  mel=a.mel.astype(np.float32), energy=a.energy.astype(np.float32), vad=a.vad.astype(bool))
+                  mel=a.mel.astype(np.float32, copy=False), energy=a.energy.astype(np.float32, copy=False),
+                  vad=a.vad.astype(bool, copy=False))
     if a.whisper is not None:
-        arrays["whisper"] = a.whisper.astype(np.float32)
+        # copy=False: the arrays are float32 already; a copy here was a transient of the
+        # whole (T, 512) matrix (+221 MB for an hour, docs/performance_e2e.md "## Memory")
+        arrays["whisper"] = a.whisper.astype(np.float32, copy=False)
     write_npz(path, arrays)
 
 

@@ -21,7 +21,7 @@ user" text, LAU prototypes) come back in every render and every training batch:
      is ignored and rewritten. A warm render therefore never loads the model at all.
   3. the model itself: loaded once per process, on the first miss.
 The model file's sha256 is memoised on disk by (path, size, mtime, inode) so a warm
-process does not re-read 90 MB to learn it. ECHO_NO_EMBED_CACHE=1 bypasses level 2.
+process does not re-read 90 MB to learn it (hashing.file_sha256(persist=True)). ECHO_NO_EMBED_CACHE=1 bypasses level 2.
 """
 from __future__ import annotations
 
@@ -174,29 +174,13 @@ def _embed_dir() -> Path:
     return cache_root() / "text-embed" / EMBED_CACHE_LAYOUT
 
 
-@lru_cache(maxsize=1)
 def model_sha256() -> str:
-    """sha256 of the bundled model.safetensors (the disk cache's namespace), memoised on disk
-    by the file's (path, size, mtime, inode): hashing 90 MB every process would cost ~0.2 s."""
-    from echo_cli.hashing import read_sha256
-    from echo_cli.io_atomic import write_text
+    """sha256 of the bundled model.safetensors (the disk cache's namespace), memoised per
+    process and on disk by the file's (path, size, mtime, inode) (hashing.file_sha256):
+    hashing 90 MB every process would cost ~0.2 s."""
+    from echo_cli.hashing import file_sha256
 
-    f = Path(model_path()) / "model.safetensors"
-    st = f.stat()
-    stamp = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
-    memo = _embed_dir() / "model-sha256.json"
-    try:
-        m = json.loads(memo.read_text())
-        if m.get("stamp") == stamp and len(m.get("sha256", "")) == 64:
-            return m["sha256"]
-    except (OSError, ValueError):
-        pass
-    sha = read_sha256(f)
-    try:
-        write_text(memo, json.dumps({"stamp": stamp, "sha256": sha}))
-    except Exception as e:    # noqa: BLE001 - a read-only cache only costs the re-hash
-        _log.debug("cannot memoise the MiniLM hash: %s", e)
-    return sha
+    return file_sha256(Path(model_path()) / "model.safetensors", persist=True)
 
 
 def _disk_path(text: str) -> Path:

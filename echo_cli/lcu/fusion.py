@@ -6,8 +6,12 @@ MiniLM embedding per behaviour window (e.g. 1 s), broadcast to its frames. Each 
 P_usr token queries a small causal set of behaviour tokens: the current window, the
 previous `n_past` windows and a learned "nothing" token (so a frame may ignore the
 description). The attended value is added back through a learned per-channel gate
-(sigmoid of [P; attended]) times a tanh scalar initialised at 0 (Flamingo-style: at
-initialisation f_pu = P_usr, and the model opens the gate as the descriptions prove useful).
+(sigmoid of [P; attended]) times a tanh scalar alpha. Flamingo initialises alpha at 0 to
+protect a *pretrained* path; here P_usr is as fresh as the fusion (stage 2 trains the whole
+LCU from scratch), and alpha = 0 also zeroes the gradient of every fusion weight (d f_pu /
+d attended = tanh(alpha)·g), so in 250 stage-2 steps the gate stayed shut (alpha 5e-4 in the
+2026-11-25 default: HBCU contributed nothing). `gate_init` (default 0.5) opens it from the
+start; 0 gives the Flamingo behaviour (f_pu = P_usr at initialisation).
 Cost is O(T · (n_past + 2)): linear in time; the state keeps the last n_past·window
 aligned tokens so chunked streaming equals one pass.
 """
@@ -28,6 +32,7 @@ class FusionConfig:
     heads: int = 4
     window: int = 25           # frames per behaviour window (1 s at 25 fps)
     n_past: int = 2            # earlier windows a frame may look at
+    gate_init: float = 0.5     # initial alpha of the tanh gate (0 = closed, Flamingo-style)
 
 
 class GCAFusion(nn.Module):
@@ -44,7 +49,7 @@ class GCAFusion(nn.Module):
         self.o = nn.Linear(D, D)
         self.q_norm = nn.LayerNorm(D)
         self.gate = nn.Linear(2 * D, D)
-        self.alpha = nn.Parameter(torch.zeros(()))                            # tanh gate, starts closed
+        self.alpha = nn.Parameter(torch.tensor(float(cfg.gate_init)))          # tanh gate
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

@@ -39,6 +39,7 @@ class LCUConfig:
     heads: int = 4
     use_lpe: bool = True           # ablation "w/o LPE"
     use_hbcu: bool = True          # ablation "w/o HBCU"
+    gate_init: float = 0.5         # GCA fusion's initial tanh-gate alpha (lcu.fusion; init only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -63,7 +64,8 @@ class LCU(nn.Module):
                                  ctx_dim=cfg.ctx_dim, depth=cfg.depth, d_state=cfg.d_state,
                                  chunk=cfg.chunk, mask_ratio=cfg.mask_ratio))
         self.fusion = GCAFusion(FusionConfig(text_dim=TEXT_DIM, ctx_dim=cfg.ctx_dim, heads=cfg.heads,
-                                             window=cfg.window, n_past=cfg.n_past))
+                                             window=cfg.window, n_past=cfg.n_past,
+                                             gate_init=cfg.gate_init))
         self.out_norm = nn.LayerNorm(cfg.ctx_dim)
 
     def forward(self, user_audio: torch.Tensor, user_motion: torch.Tensor,

@@ -40,6 +40,20 @@ def _metadata_args(metadata: Mapping[str, object] | None) -> list[str]:
     return args
 
 
+def frames_for(seconds: float, fps: float) -> int:
+    """The length rule: frames of a video that covers `seconds` of audio at `fps`."""
+    return max(1, math.ceil(seconds * fps - 1e-6))
+
+
+def audio_output_args(audio_input: int, metadata: Mapping[str, object] | None = None) -> list[str]:
+    """ffmpeg output options for the final file's sound and container, the same as `mux`
+    uses: input `audio_input`'s first audio stream from 0, AAC at 48 kHz, metadata tags,
+    +faststart. VideoWriter(audio=...) encodes the picture with these in one pass."""
+    return (["-map", f"{audio_input}:a:0", "-af", f"asetpts=PTS-STARTPTS,aresample={AUDIO_RATE_OUT}",
+             "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-ar", str(AUDIO_RATE_OUT)]
+            + _metadata_args(metadata) + ["-movflags", "+faststart+use_metadata_tags"])
+
+
 def mux(video_path: str | Path, audio, out_path: str | Path, metadata: Mapping[str, object] | None = None,
         *, crf: int = 20, preset: str = "veryfast", fps: float | None = None) -> MediaInfo:
     """Write `out_path` (MP4: H.264 yuv420p + AAC) from a video file and an audio track.
@@ -76,7 +90,7 @@ def mux(video_path: str | Path, audio, out_path: str | Path, metadata: Mapping[s
                 for s in range(0, wave.size, 1 << 20):
                     f.write(np.clip(wave[s:s + (1 << 20)], -1, 1).astype("<f4").tobytes())
             a_in = ffmpeg_python.input(str(raw), format="f32le", ar=SAMPLE_RATE, ac=1)["a:0"]
-        n_frames = max(1, math.ceil(seconds * fps - 1e-6))
+        n_frames = frames_for(seconds, fps)
 
         v = ffmpeg_python.input(str(video_path))["v:0"]
         # Same-length h264 yuv420p at the target fps (what VideoWriter makes): copy, no re-encode.

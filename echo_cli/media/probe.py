@@ -48,16 +48,35 @@ def _norm_rotation(deg: float | int | None) -> int:
     return int(round(float(deg))) % 360
 
 
+_PROBED: dict[tuple, MediaInfo] = {}
+_PROBED_MAX = 512
+
+
 def probe(path: str | Path) -> MediaInfo:
-    """Facts about one media file; InputError when it is missing, empty or not media."""
+    """Facts about one media file; InputError when it is missing, empty or not media.
+
+    Memoised per process by (path, size, mtime, inode), like hashing.file_sha256: a render
+    probes each input in preflight, preprocessing, the reference load and the mix, and an
+    edited file is probed again. MediaInfo is frozen, so sharing it is safe.
+    """
     path = Path(path)
     _check_file(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    info = _PROBED.get(key)
+    if info is not None:
+        return info
     try:
         import av  # noqa: F401
     except ImportError:
         logger.debug("PyAV unavailable; parsing ffmpeg -i output")
-        return probe_ffmpeg_text(path)
-    return _probe_av(path)
+        info = probe_ffmpeg_text(path)
+    else:
+        info = _probe_av(path)
+    if len(_PROBED) >= _PROBED_MAX:           # a batch worker probes many files: stay bounded
+        _PROBED.clear()
+    _PROBED[key] = info
+    return info
 
 
 def _probe_av(path: Path) -> MediaInfo:

@@ -106,8 +106,13 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int] | None = None,
-                 crf: int = 20, preset: str = "veryfast"):
+                 crf: int = 20, preset: str = "veryfast", audio: str | Path | None = None,
+                 metadata: dict | None = None):
         self.path = Path(path)
+        # audio: a sound file encoded into the same MP4 as mux() would (AAC 48 kHz, metadata,
+        # +faststart): the final file in one ffmpeg pass, no separate mux process
+        self.audio = Path(audio) if audio is not None else None
+        self.metadata = metadata
         self.fps = float(fps)
         self.size = tuple(size) if size else None   # (w, h); None: taken from the first frame
         self.crf = int(crf)
@@ -125,13 +130,18 @@ class VideoWriter:
             raise OutputError(f"cannot write here: {e.strerror}", path=self.path.parent,
                               fix="choose a writable output folder") from e
         self._errf = tempfile.TemporaryFile()
-        args = ff.base_args() + [
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{self.fps:.6f}",
-            "-i", "pipe:0",
-            "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0,setsar=1,format=yuv420p",
-            "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
-            "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-an",
-            "-f", "mp4", str(self._tmp)]
+        video_in = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{self.fps:.6f}",
+                    "-i", "pipe:0"]
+        video_out = ["-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0,setsar=1,format=yuv420p",
+                     "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p"]
+        if self.audio is None:
+            args = ff.base_args() + video_in + video_out + ["-movflags", "+faststart", "-an"]
+        else:
+            from echo_cli.media.mux import audio_output_args
+
+            args = (ff.base_args() + video_in + ["-i", str(self.audio), "-map", "0:v:0"] + video_out
+                    + audio_output_args(1, self.metadata))
+        args += ["-f", "mp4", str(self._tmp)]
         self._proc = ff.popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errf)
 
     def write(self, frame) -> None:

@@ -15,6 +15,14 @@ Heads on the audio tokens (auxiliary targets that push the tokens to encode arti
                 Real audio-visual speech is scarce (~6 min), so a direct regression target
                 is what makes the audio pathway learn lip shapes at all; the flow alone
                 spreads its capacity over every component and noise level.
+Mouth prior kinds (`GeneratorConfig.mouth_prior_kind`):
+  "head"   the mouth head above, trained with the flow (over-fits: held-out 0.35 -> 0.29
+           between steps 500 and 1500)
+  "ridge"  a frozen linear map over +-`prior_context` frames of the normalised features,
+           projected on `prior_rank` principal directions (buffers prior_proj / prior_weight /
+           prior_bias), fitted in closed form by train/mouth_ridge.py with its penalty chosen by
+           leave-one-speaker-out CV on the training speakers. It reads the clean features (no
+           training noise): it is not trained, and the flow must see what inference will give.
 Training-time augmentation (only in .train()): Gaussian feature noise and whole-frame
 masking (time masking, as SpecAugment) against the quick over-fitting seen on ~5 min of video.
 """
@@ -27,6 +35,7 @@ import torch.nn as nn
 from echo_cli.errors import InputError
 
 AUDIO_INPUTS = {"whisper": 512, "mel": 80, "whisper+mel": 592}
+PRIOR_KINDS = ("head", "ridge")
 
 
 def audio_matrix(features, kind: str) -> np.ndarray:
@@ -44,8 +53,11 @@ def audio_matrix(features, kind: str) -> np.ndarray:
 
 class AudioEncoder(nn.Module):
     def __init__(self, in_dim: int, dim: int, n_visemes: int, n_mouth: int = 0, kernel2: int = 3,
-                 feat_noise: float = 0.0, frame_drop: float = 0.0):
+                 feat_noise: float = 0.0, frame_drop: float = 0.0, prior_kind: str = "head",
+                 prior_rank: int = 256, prior_context: int = 3):
         super().__init__()
+        if prior_kind not in PRIOR_KINDS:
+            raise ValueError(f"unknown mouth prior kind '{prior_kind}' (use one of {PRIOR_KINDS})")
         self.feat_noise, self.frame_drop = float(feat_noise), float(frame_drop)
         # Feature normalisation, fitted on the training data and saved with the checkpoint.
         self.register_buffer("feat_mean", torch.zeros(in_dim))
@@ -56,7 +68,15 @@ class AudioEncoder(nn.Module):
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(dim)
         self.viseme_head = nn.Linear(dim, n_visemes)
-        self.mouth_head = nn.Linear(dim, n_mouth) if n_mouth else None
+        self.prior_kind = prior_kind if n_mouth else "none"
+        self.mouth_head = nn.Linear(dim, n_mouth) if n_mouth and prior_kind == "head" else None
+        if n_mouth and prior_kind == "ridge":
+            rank = min(prior_rank, in_dim)
+            self.prior_context = int(prior_context)
+            # zero until stage 1 fits them (train/mouth_ridge.py); saved with the checkpoint
+            self.register_buffer("prior_proj", torch.zeros(in_dim, rank))
+            self.register_buffer("prior_weight", torch.zeros(n_mouth, rank, 2 * self.prior_context + 1))
+            self.register_buffer("prior_bias", torch.zeros(n_mouth))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = (feats - self.feat_mean) / self.feat_std          # (B, Na, Fa)
@@ -74,3 +94,15 @@ class AudioEncoder(nn.Module):
 
     def mouth(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.mouth_head(tokens)                        # (B, Na, n_mouth) normalised mouth codes
+
+    def ridge_mouth(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, Na, Fa) raw features -> (B, Na, n_mouth) normalised mouth codes (frozen ridge map)."""
+        x = ((feats - self.feat_mean) / self.feat_std) @ self.prior_proj          # (B, Na, rank)
+        y = nn.functional.conv1d(x.transpose(1, 2), self.prior_weight, self.prior_bias,
+                                 padding=self.prior_context)                       # (B, n_mouth, Na)
+        return y.transpose(1, 2)
+
+    def set_ridge(self, proj, weight, bias) -> None:
+        with torch.no_grad():
+            for buf, v in ((self.prior_proj, proj), (self.prior_weight, weight), (self.prior_bias, bias)):
+                buf.copy_(torch.as_tensor(v, dtype=buf.dtype))

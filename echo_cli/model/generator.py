@@ -14,7 +14,8 @@ is raw: the reference's neutral face shape in motion-space codes
 Layout: one token per frame and facial region (MotionSpace.regions), built by per-region
 linear maps; blocks in blocks.py; SDCM in sdcm.py. Presets in GENERATOR_PRESETS.
 
-Mouth prior (cfg.mouth_prior): the audio encoder's mouth head regresses the normalised
+Mouth prior (cfg.mouth_prior; cfg.mouth_prior_kind "head" or frozen "ridge", see
+model/audio_encoder.py): the audio encoder's mouth head regresses the normalised
 mouth codes from audio alone; condition() adds its projection to the mouth token's input
 (zero where audio is dropped), so the flow refines an audio-driven estimate of the lips.
 """
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from echo_cli.errors import ModelError
-from echo_cli.model.audio_encoder import AUDIO_INPUTS, AudioEncoder
+from echo_cli.model.audio_encoder import AUDIO_INPUTS, PRIOR_KINDS, AudioEncoder
 from echo_cli.model.blocks import EchoBlock, FinalLayer
 
 FUSIONS = ("sdcm", "entangled")
@@ -60,10 +61,18 @@ class GeneratorConfig:
     audio_kernel: int = 3                        # second audio-encoder convolution's kernel
     audio_noise: float = 0.0                     # training-only feature noise (normalised units)
     audio_frame_drop: float = 0.0                # training-only share of masked audio frames
+    # "head" (learned, the first prior checkpoints) | "ridge" (frozen closed-form fit over
+    # +-prior_context frames of prior_rank principal feature directions; train/mouth_ridge.py)
+    mouth_prior_kind: str = "head"
+    prior_rank: int = 256                        # leave-one-speaker-out CV on the training speakers:
+    prior_context: int = 3                       # 256 / +-3 scored 0.549, 64 / +-2 0.520 (docs/generator.md)
+    prior_blend: float = 0.0                     # inference: 0 = flow's lips, 1 = the prior's (velocity())
 
     def __post_init__(self):
         if self.audio_input not in AUDIO_INPUTS:
             raise ModelError(f"unknown audio_input '{self.audio_input}'", fix=f"use one of {list(AUDIO_INPUTS)}")
+        if self.mouth_prior_kind not in PRIOR_KINDS:
+            raise ModelError(f"unknown mouth_prior_kind '{self.mouth_prior_kind}'", fix=f"use one of {PRIOR_KINDS}")
         if self.fusion not in FUSIONS:
             raise ModelError(f"unknown fusion '{self.fusion}'", fix=f"use one of {FUSIONS}")
         if len(self.lip_mask) != self.motion_dim or len(self.face_mask) != self.motion_dim:
@@ -100,7 +109,7 @@ class GeneratorConfig:
 
 # Architecture presets (CLI choices). "tiny" is the default: it keeps motion generation
 # above 250 frames/s on 2 CPU cores and the checkpoint (with the LCU) under 10 MB.
-_AUDIO = dict(mouth_prior=True, audio_kernel=5, audio_noise=0.2, audio_frame_drop=0.1)
+_AUDIO = dict(mouth_prior=True, mouth_prior_kind="ridge", prior_blend=1.0, audio_kernel=5, audio_noise=0.2, audio_frame_drop=0.1)
 GENERATOR_PRESETS: dict[str, dict] = {
     "micro": dict(dim=32, depth=2, heads=2, ffn_ratio=2.0, **_AUDIO),   # tests
     "tiny": dict(dim=64, depth=4, heads=4, ffn_ratio=2.0, **_AUDIO),
@@ -267,7 +276,8 @@ class EchoGenerator(nn.Module):
         self.emo_proj = nn.Linear(cfg.emotion_dim, C)
         self.null_emo = nn.Parameter(torch.zeros(C))
         self.audio_enc = AudioEncoder(cfg.audio_dim, C, cfg.n_visemes, cfg.n_mouth, cfg.audio_kernel,
-                                      cfg.audio_noise, cfg.audio_frame_drop)
+                                      cfg.audio_noise, cfg.audio_frame_drop, cfg.mouth_prior_kind,
+                                      cfg.prior_rank, cfg.prior_context)
         # the mouth prior enters the mouth token only (audio-driven, so SDCM's decoupling holds)
         self.mouth_index = self.region_names.index("mouth") if cfg.n_mouth else -1
         self.prior_in = nn.Linear(cfg.n_mouth, C) if cfg.n_mouth else None
@@ -330,15 +340,19 @@ class EchoGenerator(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, prev: torch.Tensor | None,
                 audio: torch.Tensor, identity: torch.Tensor, user_ctx: torch.Tensor | None = None,
                 emotion: torch.Tensor | None = None, drop_audio: torch.Tensor | None = None,
-                drop_user: torch.Tensor | None = None, return_aux: bool = False):
+                drop_user: torch.Tensor | None = None, return_aux: bool = False,
+                mouth_prior: torch.Tensor | None = None):
         """x_t (B,T,D), t (B,), prev (B,Tp,D)|None, audio (B,T|Tp+T,Fa), identity (B,D),
         user_ctx (B,T|Tp+T,Dc)|None, emotion (B,384)|None, drop_* (B,) bool -> velocity (B,T,D).
 
         drop_audio / drop_user replace that sample's audio / user tokens by the learned null
         tokens (classifier-free guidance's unconditional branches, and condition dropout in
-        training). return_aux adds {"viseme_logits": (B,T,V)} from the audio tokens."""
+        training). return_aux adds {"viseme_logits": (B,T,V)} from the audio tokens.
+        mouth_prior (B, Na, n_mouth), frame-aligned with audio: replaces the model's own prior
+        (stage 1 feeds a ridge prior's out-of-speaker predictions for the training clips)."""
         Tp = 0 if prev is None else prev.shape[1]
-        cond = self.condition(Tp + x_t.shape[1], audio, identity, user_ctx, emotion, drop_audio, drop_user)
+        cond = self.condition(Tp + x_t.shape[1], audio, identity, user_ctx, emotion, drop_audio, drop_user,
+                              mouth_prior=mouth_prior)
         v = self.velocity(x_t, t, prev, cond)
         if return_aux:
             aux = {"viseme_logits": self.audio_enc.visemes(cond["audio_raw"][:, Tp:])}
@@ -349,7 +363,8 @@ class EchoGenerator(nn.Module):
 
     def condition(self, N: int, audio: torch.Tensor, identity: torch.Tensor,
                   user_ctx: torch.Tensor | None = None, emotion: torch.Tensor | None = None,
-                  drop_audio: torch.Tensor | None = None, drop_user: torch.Tensor | None = None) -> dict:
+                  drop_audio: torch.Tensor | None = None, drop_user: torch.Tensor | None = None,
+                  mouth_prior: torch.Tensor | None = None) -> dict:
         """Conditioning tokens for a window of N = T_prev + T frames. They do not depend on the
         flow time, so the sampler computes them once per chunk and reuses them at every step."""
         B = identity.shape[0]
@@ -377,7 +392,12 @@ class EchoGenerator(nn.Module):
         tok_bias = (self.region_emb[None, None] + pos[:, None, :][None]).expand(B, N, -1, -1)  # (B, N, R, C)
         extra = {}
         if self.prior_in is not None:
-            mp = self.audio_enc.mouth(tok)                                         # (B, Na, n_mouth)
+            if mouth_prior is not None:
+                mp = mouth_prior                                                   # (B, Na, n_mouth)
+            elif self.cfg.mouth_prior_kind == "ridge":
+                mp = self.audio_enc.ridge_mouth(audio)                             # (B, Na, n_mouth)
+            else:
+                mp = self.audio_enc.mouth(tok)                                     # (B, Na, n_mouth)
             mp = torch.cat([mp.new_zeros(B, N - mp.shape[1], mp.shape[2]), mp], 1)  # (B, N, n_mouth)
             extra["mouth_prior_raw"] = mp
             if drop_audio is not None:
@@ -411,7 +431,19 @@ class EchoGenerator(nn.Module):
         for blk in self.blocks:
             h = blk(h, c, cond["identity"], cond["user"], cond["audio"])           # (B, N, R, C)
         h = self.final(h, c)                                                       # (B, N, R, C)
-        return self.motion_out(h)[:, Tp:]                                          # (B, T, D)
+        v = self.motion_out(h)[:, Tp:]                                             # (B, T, D)
+        beta = self.cfg.prior_blend
+        if beta > 0 and not self.training and "mouth_prior" in cond:
+            # Inference only: pull the mouth toward the deterministic prior. (p - x_t) / (1 - t)
+            # is the rectified-flow velocity that lands exactly on p at t = 1, so beta = 1 makes
+            # the sampled lips the prior (times the audio guidance scale: the null-audio branch's
+            # prior is 0) and beta = 0 leaves the flow alone. Why: the flow's own lips lose much
+            # of the prior's held-out correlation (docs/generator.md, Measured).
+            ms = slice(*self.cfg.regions["mouth"])
+            mp = cond["mouth_prior"][:, Tp:]                                       # (B, T, n_mouth)
+            pull = (mp - x_t[..., ms]) / (1.0 - t).clamp(min=1e-3)[:, None, None]
+            v = torch.cat([v[..., :ms.start], (1.0 - beta) * v[..., ms] + beta * pull, v[..., ms.stop:]], -1)
+        return v
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -101,14 +101,35 @@ def similarity_fit(points: np.ndarray, template: np.ndarray, weights: np.ndarray
 
 
 def euler_from_matrix(rot: np.ndarray) -> np.ndarray:
-    """(T, 3, 3) -> (T, 3) yaw (about y), pitch (about x), roll (about z): R = Ry Rx Rz."""
-    from scipy.spatial.transform import Rotation
-    return Rotation.from_matrix(rot).as_euler("YXZ").astype(np.float64)
+    """(T, 3, 3) -> (T, 3) yaw (about y), pitch (about x), roll (about z): R = Ry Rx Rz.
+
+    Closed form (scipy's Rotation "YXZ" gives the same angles; tests/test_warp_speed.py
+    checks): importing scipy.spatial cost ~0.5 s of every warm render.
+    With R = Ry(a) Rx(b) Rz(c): R[1,2] = -sin b, R[0,2] = sin a cos b, R[2,2] = cos a cos b,
+    R[1,0] = cos b sin c, R[1,1] = cos b cos c. At gimbal lock (cos b = 0) roll is set to 0,
+    as scipy does.
+    """
+    r = np.asarray(rot, np.float64).reshape(-1, 3, 3)
+    sb = np.clip(-r[:, 1, 2], -1.0, 1.0)
+    pitch = np.arcsin(sb)
+    cb = np.hypot(r[:, 1, 0], r[:, 1, 1])                 # |cos b|, robust near the lock
+    lock = cb < 1e-7
+    yaw = np.where(lock, np.arctan2(-r[:, 2, 0], r[:, 0, 0]), np.arctan2(r[:, 0, 2], r[:, 2, 2]))
+    roll = np.where(lock, 0.0, np.arctan2(r[:, 1, 0], r[:, 1, 1]))
+    return np.stack([yaw, pitch, roll], 1)
 
 
 def matrix_from_euler(euler: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    return Rotation.from_euler("YXZ", np.asarray(euler, np.float64).reshape(-1, 3)).as_matrix()
+    """(T, 3) yaw, pitch, roll -> (T, 3, 3) R = Ry(yaw) Rx(pitch) Rz(roll) (scipy "YXZ")."""
+    e = np.asarray(euler, np.float64).reshape(-1, 3)
+    ca, sa = np.cos(e[:, 0]), np.sin(e[:, 0])
+    cb, sb = np.cos(e[:, 1]), np.sin(e[:, 1])
+    cc, sc = np.cos(e[:, 2]), np.sin(e[:, 2])
+    out = np.empty((len(e), 3, 3), np.float64)
+    out[:, 0, 0] = ca * cc + sa * sb * sc; out[:, 0, 1] = sa * sb * cc - ca * sc; out[:, 0, 2] = sa * cb
+    out[:, 1, 0] = cb * sc;                out[:, 1, 1] = cb * cc;                out[:, 1, 2] = -sb
+    out[:, 2, 0] = ca * sb * sc - sa * cc; out[:, 2, 1] = sa * sc + ca * sb * cc; out[:, 2, 2] = ca * cb
+    return out
 
 
 def _orthonormal_rows(m: np.ndarray) -> np.ndarray:

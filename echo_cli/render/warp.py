@@ -8,7 +8,8 @@ prepare():
     follows the head's 2-D similarity motion (damped: hair and neck move less than the
     face), and a fixed frame of points on the box edge (background stays still and the
     paste-back has no seam);
-  - a Delaunay triangulation of those points in the reference.
+  - a Delaunay triangulation of those points in the reference (cv2.Subdiv2D: the same
+    triangles as scipy's Delaunay, without importing scipy.spatial on every render's start).
 render(target):
   - per triangle the affine map target -> reference (closed-form 3x3 inverses, batched);
   - a triangle-index image is rasterised in the target at half the working resolution,
@@ -20,8 +21,9 @@ render(target):
   - eyelids and irises are mesh vertices, so gaze moves the iris texture through the same
     warp; a closing eye is covered with upper-lid skin and a lash line (render/eyes.py);
   - the crop is pasted back into the full-resolution reference (feathered when resampled).
-Cost per frame is a few hundred fillConvexPoly calls on a half-size index image, six
-coefficient gathers, two map resizes and one fixed-point remap: see docs/performance.md (`echo-cli bench render`).
+Cost per frame is a few hundred fillConvexPoly calls on a half-size index image, one
+gather of the per-triangle coefficients, two map resizes and one fixed-point remap: see
+docs/performance.md (`echo-cli bench render`, "Speed round 3").
 """
 from __future__ import annotations
 
@@ -105,6 +107,49 @@ def _affines(tgt_tri: np.ndarray, ref_tri: np.ndarray) -> np.ndarray:
     return a.reshape(-1, 6)
 
 
+def delaunay(pts: np.ndarray) -> np.ndarray:
+    """(n, 2) points -> (m, 3) vertex indices of their Delaunay triangles, in a canonical
+    order (sorted vertex triples, sorted rows): scipy.spatial.Delaunay's triangles, via
+    cv2.Subdiv2D, because importing scipy.spatial costs ~0.5 s of every render's start-up
+    (tests/test_warp_speed.py compares both on tracked face meshes).
+
+    Subdiv2D triangulates inside a frame of virtual far vertices and can miss a thin triangle
+    on the convex hull; the renderer's meshes have a rectangle of fixed points as their hull,
+    where that does not happen, and any point set whose triangles do not cover its hull's
+    area falls back to scipy. Points closer than float32 resolution collapse onto the first
+    (Subdiv2D keeps one vertex), as qhull leaves a duplicate out of every simplex.
+    """
+    import cv2
+
+    p = np.asarray(pts, np.float64)
+    lo = np.floor(p.min(0)) - 2.0
+    hi = np.ceil(p.max(0)) + 2.0
+    sd = cv2.Subdiv2D((int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])))
+    first: dict[int, int] = {}
+    for i, (x, y) in enumerate(p.tolist()):
+        first.setdefault(sd.insert((x, y)), i)
+    where = {}
+    for v, i in first.items():
+        (x, y), _ = sd.getVertex(v)
+        where[(x, y)] = i
+    tris = []
+    for t in np.asarray(sd.getTriangleList(), np.float32).reshape(-1, 3, 2).tolist():
+        v = [where.get((a, b)) for a, b in t]
+        if None not in v:                  # a triangle on Subdiv2D's outer (virtual) vertices
+            tris.append(sorted(v))
+    tris = np.array(sorted(tris), np.int64).reshape(-1, 3)
+    q = p[tris]
+    e1, e2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
+    covered = float(np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum() * 0.5)
+    hull = float(cv2.contourArea(cv2.convexHull(p.astype(np.float32))))
+    if covered < hull * (1.0 - 1e-5) - 1e-6:
+        from scipy.spatial import Delaunay
+
+        logger.debug("Subdiv2D missed hull triangles (%.1f of %.1f px^2): scipy Delaunay", covered, hull)
+        tris = np.array(sorted(sorted(t) for t in Delaunay(p).simplices.tolist()), np.int64).reshape(-1, 3)
+    return tris
+
+
 class MeshWarpRenderer(Renderer):
     """The default renderer (see the module docstring)."""
 
@@ -115,7 +160,6 @@ class MeshWarpRenderer(Renderer):
     # ------------------------------------------------------------ prepare
     def prepare(self, reference_rgb: np.ndarray, reference_landmarks: np.ndarray) -> None:
         import cv2
-        from scipy.spatial import Delaunay
 
         ref = to_rgb8(reference_rgb)
         lm = np.asarray(reference_landmarks, np.float32)
@@ -155,7 +199,7 @@ class MeshWarpRenderer(Renderer):
                                  np.stack([np.full_like(ys[1:-1], ww - 1), ys[1:-1]], 1)])
         self.border = border.astype(np.float64)
         self.ref_pts = np.concatenate([ref_w[self.mesh_idx], self.ring_ref, self.border]).astype(np.float64)
-        tri = Delaunay(self.ref_pts).simplices
+        tri = delaunay(self.ref_pts)
         p = self.ref_pts[tri]
         e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
         area = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) * 0.5
@@ -172,9 +216,12 @@ class MeshWarpRenderer(Renderer):
         self.map_sx, self.map_sy = ww / mw, wh / mh
         gx = (np.arange(mw, dtype=np.float32) + 0.5) * self.map_sx - 0.5
         gy = (np.arange(mh, dtype=np.float32) + 0.5) * self.map_sy - 0.5
-        self.grid_x = np.broadcast_to(gx[None, :], (mh, mw))
-        self.grid_y = np.broadcast_to(gy[:, None], (mh, mw))
+        self.grid_x = np.ascontiguousarray(np.broadcast_to(gx[None, :], (mh, mw)))
+        self.grid_y = np.ascontiguousarray(np.broadcast_to(gy[:, None], (mh, mw)))
         self._idx_img = np.zeros((mh, mw), np.int32)
+        # per-triangle coefficient rows (row 0: outside every triangle, the identity map)
+        self._coef = np.empty((len(self.tri) + 1, 6), np.float32)
+        self._coef[0] = (1, 0, 0, 0, 1, 0)
         # mouth: the reference's own interior when it shows one, else synthesised
         self.ref_opening = float(measures.mouth_opening(lm)[0])
         self.synth_mouth = self.ref_opening < self.s.open_ref_mouth
@@ -211,9 +258,8 @@ class MeshWarpRenderer(Renderer):
 
         pts, z = self.target_points(target_landmarks)
         tgt_tri = pts[self.tri]                                           # (n_tri, 3, 2)
-        coef = np.empty((6, len(self.tri) + 1), np.float32)               # one row per coefficient
-        coef[:, 0] = (1, 0, 0, 0, 1, 0)                                   # outside every triangle: identity
-        coef[:, 1:] = _affines(tgt_tri, self.ref_tri).T
+        coef = self._coef                                                 # one row per triangle (+ identity)
+        coef[1:] = _affines(tgt_tri, self.ref_tri)
         order = np.argsort(-z[self.tri].mean(1), kind="stable")           # far first
         img = self._idx_img
         img.fill(0)
@@ -222,11 +268,13 @@ class MeshWarpRenderer(Renderer):
         # map-grid pixel (i) centre is at work coordinate (i + .5) * s - .5
         tri_px = np.round(((tgt_tri + 0.5) * scale) - 0.5 * (1 << sh)).astype(np.int32)
         fill = cv2.fillConvexPoly
-        for i in order:
-            fill(img, tri_px[i], int(i) + 1, cv2.LINE_8, sh)
-        g = [np.take(c, img) for c in coef]                                # 6 x (mh, mw): contiguous takes
-        mx = g[0] * self.grid_x + g[1] * self.grid_y + g[2]
-        my = g[3] * self.grid_x + g[4] * self.grid_y + g[5]
+        # the loop is a few hundred C calls: lists instead of per-iteration numpy indexing
+        for poly, label in zip(list(tri_px[order]), (order + 1).tolist()):
+            fill(img, poly, label, cv2.LINE_8, sh)
+        g = np.take(coef, img, axis=0)                                    # (mh, mw, 6): one gather
+        gx, gy = self.grid_x, self.grid_y
+        mx = g[..., 0] * gx; mx += g[..., 1] * gy; mx += g[..., 2]        # same sums, same order,
+        my = g[..., 3] * gx; my += g[..., 4] * gy; my += g[..., 5]        # fewer temporaries
         ww, wh = self.geom.size
         if (mx.shape[1], mx.shape[0]) != (ww, wh):
             mx = cv2.resize(mx, (ww, wh), interpolation=cv2.INTER_LINEAR)

@@ -15,7 +15,8 @@ avatar's own audio. We build them by pairing real clips:
     1. closed mouth: a listener's articulation is damped toward its neutral (× mouth_damp = 0.15);
     2. delayed smile mirroring: the avatar's smile follows the user's smile (above its own
        median) after a delay drawn in 0.2–1.5 s (facial mimicry latencies; Dimberg et al.
-       2000; Hess & Fischer 2013), with gain `mirror_gain`;
+       2000; Hess & Fischer 2013), with gain `mirror_gain`; the listener clip's own,
+       user-independent smile movement is first shrunk to `smile_keep` of itself;
     3. backchannel nods at user pauses: a short nod (raised-cosine pitch bump) starts
        0.2–0.6 s after the user stops talking following ≥ 0.8 s of speech (backchannel
        opportunities at pauses; Ward & Tsukahara 2000; Gravano & Hirschberg 2011);
@@ -62,13 +63,17 @@ class RuleConfig:
     # speakers' std, i.e. the rule taught "listening mouth = the acceptance ceiling". At
     # 0.15 the targets sit at about 0.16x (measured, docs/lcu.md): listeners barely articulate.
     mouth_damp: float = 0.15
-    mirror_gain: float = 0.8         # avatar smile per unit of user smile
+    mirror_gain: float = 1.5         # avatar smile per unit of user smile (0.8 until 2026-11-25 evening)
     mirror_delay: tuple = (0.2, 1.5) # seconds, drawn per sample
-    nod_amp: float = 0.07            # radians of pitch at the nod's peak
+    nod_amp: float = 0.15            # radians of pitch at the nod's peak (0.07 until 2026-11-25 evening)
     nod_len: float = 0.5             # seconds
     nod_delay: tuple = (0.2, 0.6)    # seconds after the pause onset
     min_speech: float = 0.8          # seconds of speech before a pause that invites a nod
     min_pause: float = 0.25          # seconds
+    # fraction of the real listener's own smile movement (around its window median) kept
+    # under the mirrored smile: the real clip's spontaneous smiles are independent of the
+    # user, so at 1.0 they are noise as large as the reaction the model should learn
+    smile_keep: float = 0.2
 
 
 @dataclass
@@ -375,14 +380,18 @@ def nod_curve(n: int, fps: float, amp: float, length: float) -> np.ndarray:
 
 def listener_targets(avatar_motion: np.ndarray, user_smile: np.ndarray, user_vad: np.ndarray,
                      sdir: np.ndarray, mouth: slice, rng: np.random.Generator, rules: RuleConfig,
-                     fps: float = FPS) -> tuple[np.ndarray, dict]:
+                     fps: float = FPS, smile: slice | None = None) -> tuple[np.ndarray, dict]:
     """Apply rules 1–3 to a real listening window (raw motion, (N, D)); user arrays are
-    aligned with it and may start earlier (their extra history comes first)."""
+    aligned with it and may start earlier (their extra history comes first). smile: the
+    smile region, damped toward its window median by rules.smile_keep before mirroring."""
     N = len(avatar_motion)
     H = len(user_smile) - N                               # user history frames before the window
     out = avatar_motion.copy()
     # 1. closed mouth
     out[:, mouth] *= rules.mouth_damp
+    if smile is not None and rules.smile_keep != 1.0 and N:
+        med = np.median(out[:, smile], axis=0, keepdims=True)
+        out[:, smile] = med + rules.smile_keep * (out[:, smile] - med)
     # 2. delayed smile mirroring
     d = int(round(rng.uniform(*rules.mirror_delay) * fps))
     us = np.maximum(user_smile, 0.0)
@@ -412,7 +421,8 @@ class DyadicBatcher:
 
     def __init__(self, speech: list[DyadClip], silent: list[DyadClip], t_prev: int, window: int,
                  history: int, stats: dict, sdir: np.ndarray, mouth: slice, rules: RuleConfig = RuleConfig(),
-                 p_listen: float = 0.5, silence: list[np.ndarray] | None = None, p_context_silence: float = 0.8):
+                 p_listen: float = 0.5, silence: list[np.ndarray] | None = None, p_context_silence: float = 0.8,
+                 smile: slice | None = None):
         self.N = t_prev + window
         self.H = history
         need = self.N + self.H
@@ -421,6 +431,7 @@ class DyadicBatcher:
         if not self.speech or len(self.silent) < 2:
             raise InputError("not enough clips to build dyadic pairs", fix="check ../shared/data")
         self.stats, self.sdir, self.mouth, self.rules, self.p_listen = stats, sdir, mouth, rules, p_listen
+        self.smile = smile
         # listening avatar audio: silence in conversation context (bank) or isolated silence
         self.silence = [w for w in (silence or []) if len(w) >= self.N]
         self.p_context_silence = p_context_silence if self.silence else 0.0
@@ -454,7 +465,7 @@ class DyadicBatcher:
             target = av.motion[sa:sa + N].copy()
             if listening:
                 target, _ = listener_targets(target, us.smile[su:su + N + H], us.vad[su:su + N + H],
-                                             self.sdir, self.mouth, rng, self.rules)
+                                             self.sdir, self.mouth, rng, self.rules, smile=self.smile)
             emo = ("happy", "neutral", "sad")[int(rng.integers(3))]
             target = target + EMOTION_SMILE[emo] * self.sdir[None]
             out["motion"].append(self._norm(target))

@@ -11,6 +11,8 @@ clip's encoded motion alike (so both sides go through the same round trip). Repo
   lag      that lag in frames (positive: generated is late)
   env      corr(generated mouth, audio energy envelope) / corr(real mouth, envelope)
   seams    frame-to-frame motion jitter at chunk seams / inside chunks
+  prior    (models with a mouth prior) the prior alone: its deterministic audio -> mouth-code
+           estimate decoded with every other component at its mean, same measure
 The linear baseline is ridge regression from 8 log band energies (+-2 frames of context)
 to mouth opening, fitted on the training clips, evaluated the same way.
 """
@@ -64,6 +66,33 @@ def seam_jitter_ratio(motion: np.ndarray, std: np.ndarray, chunk: int, overlap: 
     return float(d[seam].mean() / d[~seam].mean())
 
 
+def _tag(path: str, all_paths: list[str]) -> str:
+    """Column prefix of a model: its run-stage folder (RUN/stage1/model.safetensors -> stage1) or
+    file stem; RUN/stage1 when two models would share one (two runs' stage1 side by side)."""
+    def short(p):
+        p = Path(p)
+        return p.parent.name if p.stem == "model" else p.stem
+    if sum(short(p) == short(path) for p in all_paths) > 1 and Path(path).stem == "model":
+        return f"{Path(path).parent.parent.name}/{short(path)}"
+    return short(path)
+
+
+def prior_motion(model, audio: np.ndarray) -> np.ndarray | None:
+    """(T, D) motion from the model's mouth prior alone (other components at their means),
+    or None for a model without one: tells the audio -> lips map apart from the flow."""
+    import torch
+
+    if not model.cfg.n_mouth:
+        return None
+    enc = model.audio_enc
+    with torch.inference_mode():
+        a = torch.from_numpy(np.asarray(audio, np.float32))[None]
+        mp = enc.ridge_mouth(a) if enc.prior_kind == "ridge" else enc.mouth(enc(a))
+        z = torch.zeros(a.shape[1], model.cfg.motion_dim)
+        z[:, slice(*model.cfg.regions["mouth"])] = mp[0]
+        return model.denormalize(z).numpy()
+
+
 def lively_user(n: int, dim: int, seed: int = 0) -> np.ndarray:
     """A lively stand-in user context f_pu (n, dim): smooth random motion at 3x unit scale,
     changing every ~0.3 s (what an animated user would push through the LCU)."""
@@ -103,7 +132,7 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
                "real_env_corr": round(r_env_real, 3)}
         for mp in model_paths:
             model, conf = load_generator(mp)
-            tag = Path(mp).parent.name if Path(mp).stem == "model" else Path(mp).stem
+            tag = _tag(mp, model_paths)
             feats = AudioFeatures(fps=D.FPS, mel=c.mel, energy=c.energy, vad=np.ones(c.n_frames, bool),
                                   whisper=c.whisper)
             inp = {"audio": audio_matrix(feats, model.cfg.audio_input), "identity": c.identity}
@@ -125,6 +154,10 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
                                                                    - gen[:, slice(*model.cfg.regions["mouth"])]).max()) \
                     if len(seeds) == 1 else float("nan")
                 row[f"{tag}_user_face_change"] = round(float(np.abs(gen_u - gen).max()), 4)
+            pm = prior_motion(model, inp["audio"])
+            if pm is not None:
+                row[f"{tag}_prior_corr"] = round(best_lag_correlation(mouth_from_motion(space, pm, c.neutral),
+                                                                      real, MAX_LAG)[0], 3)
             row[f"{tag}_corr"] = round(float(np.mean(corrs)), 3)
             row[f"{tag}_lag"] = int(np.round(np.mean(lags)))
             row[f"{tag}_env_ratio"] = round(float(np.mean(envs)), 3)

@@ -34,6 +34,10 @@ class Recipe:
     stage2_steps: int = 250
     preset: str = "tiny"
     seed: int = 0
+    # The default keeps the learned mouth-prior head: the frozen ridge prior (the preset's
+    # default, better held-out lip sync) made this stage 2 move the mouth while listening
+    # (0.47x its speaking std on rendered video vs 0.26x; docs/lcu.md "The 19:43 default").
+    stage1_model: tuple = (("mouth_prior_kind", "head"), ("prior_blend", 0.0))
 
 
 RECIPES = {"default": Recipe()}
@@ -52,13 +56,14 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
         raise UsageError(f"unknown recipe '{recipe}'", fix=f"use one of: {', '.join(RECIPES)}")
     r = RECIPES[recipe]
     r = Recipe(stage1_steps=steps1 or r.stage1_steps, stage2_steps=steps2 or r.stage2_steps,
-               preset=r.preset, seed=int(seed))
+               preset=r.preset, seed=int(seed), stage1_model=r.stage1_model)
     out = Path(out or f"runs/recipe-{recipe}")
     target = Path(target) if target else PACKAGE_CKPT
     t0 = time.time()
     torch.manual_seed(r.seed)
 
-    s1 = stage1.run(data, out / "stage1", steps=r.stage1_steps, seed=r.seed, resume=resume, preset=r.preset)
+    s1 = stage1.run(data, out / "stage1", steps=r.stage1_steps, seed=r.seed, resume=resume, preset=r.preset,
+                    model_overrides=dict(r.stage1_model))
     t1 = time.time()
     s2 = stage2.run(data, out / "stage2", steps=r.stage2_steps, seed=r.seed, resume=resume,
                     init_checkpoint=out / "stage1" / "model.safetensors")

@@ -6,6 +6,9 @@ Losses, on random windows (T_prev clean frames + T noisy frames) of real talking
   viseme   cross-entropy of the audio encoder's viseme head vs the phonetic prior (features/phonetic.py)
   mouth    MSE of the audio encoder's mouth-prior head vs the real normalised mouth codes
            (video items only): the deterministic audio -> lips regression the flow refines
+           (models with mouth_prior_kind="head"; a "ridge" prior is instead fitted in closed
+           form before training, train/mouth_ridge.py, and frozen; the flow then sees each
+           training clip's leave-its-speaker-out prediction, `loso_prior`)
   fm on speech without video (../shared/data/audio, espeak-ng): mouth components only, targets
            from a viseme -> mouth-code table fitted on the video clips (`audio_only_weight`)
 Conditions are dropped at random for classifier-free guidance (audio) and robustness
@@ -48,6 +51,7 @@ class Stage1Config:
     use_audio_only: bool = True
     mouth_weight: float = 1.0        # mouth-prior regression loss (models with a prior head)
     align_av: bool = True            # shift clips with a clear audio/video offset (data.align_speech)
+    loso_prior: bool = True          # ridge prior: feed the flow out-of-speaker predictions on training clips
 
 
 #################################################################################
@@ -112,8 +116,11 @@ def audio_only_motion(c: ClipData, table: np.ndarray, mouth: slice, stats: dict)
 class Batcher:
     """Random windows from video clips (all components) and audio-only items (mouth only)."""
 
-    def __init__(self, clips, audio_only, cfg: Stage1Config, stats: dict, mouth: slice, lip_mask, n_visemes):
-        self.cfg, self.stats, self.mouth = cfg, stats, mouth
+    def __init__(self, clips, audio_only, cfg: Stage1Config, stats: dict, mouth: slice, lip_mask, n_visemes,
+                 priors: dict | None = None):
+        """priors: clip name -> (T, n_mouth) mouth prior to feed instead of the model's own
+        (ridge prior, `fit_ridge_prior`); None: the model computes its prior."""
+        self.cfg, self.stats, self.mouth, self.priors = cfg, stats, mouth, priors
         self.N = cfg.t_prev + cfg.window
         self.items = [c for c in clips if c.n_frames >= self.N]
         self.motion = [((c.motion - stats["motion_mean"]) / stats["motion_std"]).astype(np.float32) for c in self.items]
@@ -132,7 +139,7 @@ class Batcher:
     def sample(self, rng: np.random.Generator, B: int) -> dict:
         N = self.N
         n_ao = int(round(B * self.cfg.audio_only_weight / (1 + self.cfg.audio_only_weight))) if self.ao else 0
-        mot, aud, ids, vis, dw, video = [], [], [], [], [], []
+        mot, aud, ids, vis, dw, video, pri = [], [], [], [], [], [], []
         for b in range(B):
             if b < B - n_ao:
                 i = rng.choice(len(self.items), p=self.p)
@@ -140,14 +147,21 @@ class Batcher:
                 s = rng.integers(0, c.n_frames - N + 1)
                 mot.append(self.motion[i][s:s + N]); aud.append(self.audio[i][s:s + N])
                 ids.append(c.identity); vis.append(c.visemes[s:s + N]); dw.append(self.dim_w); video.append(True)
+                if self.priors is not None:
+                    pri.append(self.priors[c.name][s:s + N])
             else:
                 m, a, c = self.ao[rng.integers(len(self.ao))]
                 s = rng.integers(0, c.n_frames - N + 1)
                 mot.append(m[s:s + N]); aud.append(a[s:s + N])
                 ids.append(self.stats["identity_mean"]); vis.append(c.visemes[s:s + N]); dw.append(self.mouth_only)
                 video.append(False)
-        return {"motion": np.stack(mot), "audio": np.stack(aud), "identity": np.stack(ids).astype(np.float32),
-                "visemes": np.stack(vis), "dim_w": np.stack(dw), "video": np.array(video, bool)}
+                if self.priors is not None:
+                    pri.append(self.priors[c.name][s:s + N])
+        out = {"motion": np.stack(mot), "audio": np.stack(aud), "identity": np.stack(ids).astype(np.float32),
+               "visemes": np.stack(vis), "dim_w": np.stack(dw), "video": np.array(video, bool)}
+        if pri:
+            out["prior"] = np.stack(pri).astype(np.float32)
+        return out
 
 
 def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
@@ -165,10 +179,12 @@ def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
         ident = torch.from_numpy(b["identity"]).to(device)                # (B, D)
         dw = torch.from_numpy(b["dim_w"]).to(device)[:, None, :]         # (B, 1, D)
         B = mot.shape[0]
+        pri = torch.from_numpy(b["prior"]).to(device) if "prior" in b else None   # (B, N, n_mouth)
         x1 = mot[:, Tp:]
         prev = mot[:, :Tp]
         if rng.random() < cfg.p_no_prev:
             prev, aud = None, aud[:, Tp:]
+            pri = None if pri is None else pri[:, Tp:]
         noise = torch.randn(x1.shape, generator=tg).to(device)
         t = sample_time(B, tg).to(device)
         x_t = interpolate(x1, noise, t)
@@ -176,7 +192,7 @@ def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
         keep_id = torch.from_numpy(rng.random(B) >= cfg.p_drop_identity).to(device)
         mean_id = net_module(net).identity_mean
         ident = torch.where(keep_id[:, None], ident, mean_id.expand_as(ident))
-        v, aux = net(x_t, t, prev, aud, ident, None, None, drop_audio=drop_a, return_aux=True)
+        v, aux = net(x_t, t, prev, aud, ident, None, None, drop_audio=drop_a, return_aux=True, mouth_prior=pri)
         target = target_velocity(x1, noise)
         fm = ((v - target) ** 2 * dw).mean()
         x1_hat = predicted_data(x_t, v, t)
@@ -190,7 +206,8 @@ def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
                                      vis.reshape(-1), ignore_index=-1)
                 out["viseme"] = ce
                 loss = loss + cfg.viseme_weight * ce
-        if cfg.mouth_weight > 0 and "mouth_prior" in aux and b["video"].any():
+        learned_prior = net_module(net).audio_enc.mouth_head is not None
+        if cfg.mouth_weight > 0 and learned_prior and "mouth_prior" in aux and b["video"].any():
             sel = torch.from_numpy(b["video"]).to(device)
             err = (aux["mouth_prior"] - x1[..., batcher.mouth]) ** 2                # (B, T, n_mouth)
             out["mouth"] = err[sel].mean()
@@ -202,6 +219,45 @@ def make_loss_fn(batcher: Batcher, cfg: Stage1Config, device: str):
 
 def net_module(net):
     return getattr(net, "module", net)
+
+
+def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cfg: Stage1Config,
+                    stats: dict, mouth: slice, space=None) -> tuple[dict, dict]:
+    """Fit the frozen ridge mouth prior (train/mouth_ridge.py) into `model`; returns the priors
+    the batcher feeds (training clips: leave-its-speaker-out predictions if cfg.loso_prior,
+    audio-only items: the final fit's) and a summary for the run's config. The penalty is
+    chosen by leave-one-speaker-out CV on `train` only; with a MotionSpace, the CV score is
+    the evaluation's own (decoded mouth opening, best lag |L| <= 5, lipsync_eval)."""
+    from echo_cli.train import mouth_ridge
+
+    enc = model.audio_enc
+    k = enc.prior_context
+    norm = lambda c: ((_audio(c, cfg.audio_input) - stats["feat_mean"]) / stats["feat_std"]).astype(np.float32)
+    feats = [norm(c) for c in train]
+    targets = [(c.motion[:, mouth] - stats["motion_mean"][mouth]) / stats["motion_std"][mouth] for c in train]
+    score = None
+    if space is not None and all(c.neutral is not None for c in train):
+        from echo_cli.eval.metrics import best_lag_correlation
+        from echo_cli.train.lipsync_eval import MAX_LAG, mouth_from_motion
+
+        real = [mouth_from_motion(space, c.motion, c.neutral) for c in train]
+
+        def score(i, pred):
+            z = np.zeros_like(train[i].motion)
+            z[:, mouth] = pred
+            mot = z * stats["motion_std"] + stats["motion_mean"]     # every other component at its mean
+            return best_lag_correlation(mouth_from_motion(space, mot, train[i].neutral), real[i], MAX_LAG)[0]
+    rp = mouth_ridge.fit(feats, targets, [c.speaker for c in train], [c.name for c in train],
+                         rank=enc.prior_proj.shape[1], context=k, score=score)
+    enc.set_ridge(rp.proj, rp.weight, rp.bias)
+    priors = {c.name: (rp.loso[c.name] if cfg.loso_prior else mouth_ridge.apply(rp, f, k)).astype(np.float32)
+              for c, f in zip(train, feats)}
+    for c in audio_only:
+        priors[c.name] = mouth_ridge.apply(rp, norm(c), k).astype(np.float32)
+    info = {"lambda": rp.lam, "loso_cv": {f"{lam:g}": round(v, 4) for lam, v in rp.cv.items()},
+            "rank": int(rp.proj.shape[1]), "context": k, "loso_prior": cfg.loso_prior}
+    LOG.info("ridge mouth prior: lambda %g (leave-one-speaker-out CV %s)", rp.lam, info["loso_cv"])
+    return priors, info
 
 
 #################################################################################
@@ -281,8 +337,13 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     stats = fit_stats(train, cfg.audio_input)
     apply_stats(model, stats)
     mouth = slice(*mcfg.regions["mouth"])
-    batcher = Batcher(train, audio_only, cfg, stats, mouth, mcfg.lip_mask, mcfg.n_visemes)
-    meta = {"stage": 1, "stage1": asdict(cfg), "seed": loop.seed,
+    priors, ridge_info = None, None
+    if mcfg.n_mouth and mcfg.mouth_prior_kind == "ridge":
+        # deterministic (closed form), so every rank and every --resume fits the same map
+        priors, ridge_info = fit_ridge_prior(model, train, audio_only, cfg, stats, mouth,
+                                             space=default_space() if clips is None else None)
+    batcher = Batcher(train, audio_only, cfg, stats, mouth, mcfg.lip_mask, mcfg.n_visemes, priors=priors)
+    meta = {"stage": 1, "stage1": asdict(cfg), "seed": loop.seed, "ridge_prior": ridge_info,
             "data": {"train": sorted({c.name for c in train}), "held_out": sorted({c.name for c in val}),
                      "audio_only": sorted({c.name for c in audio_only}),
                      "fps": FPS, "source": "../shared/data (see its README for licences and attribution)"}}

@@ -4,6 +4,7 @@ Starts from a stage-1 generator (`init_checkpoint`), adds a fresh LCU (its Dc = 
 generator's user_dim) and trains both on the dyadic windows of train/dyadic.py:
 
   fm    flow matching on the avatar target, per-component weights 1 + lip_weight·lip_mask
+        (+ react_weight on the pose and smile components of listening windows)
   vel   velocity of the one-step estimate vs the target's
 The user context f_pu comes from the LCU run over the user's window plus `history` earlier
 frames (so its scans start warm). Conditions are dropped for classifier-free guidance:
@@ -56,6 +57,10 @@ class Stage2Config:
     # with this probability, isolated silence otherwise; see docs/lcu.md
     context_silence: bool = True
     p_context_silence: float = 0.8
+    # extra flow-matching weight on the reaction components (pose + smile regions) of
+    # listening windows: the user-driven part of the target lives there, in 10 of 31
+    # components, and the loss otherwise barely rewards learning it (docs/lcu.md)
+    react_weight: float = 6.0        # 0 before 2026-11-25 evening; 2 / 4 / 6 tried (docs/lcu.md)
 
 
 def _torch():
@@ -98,10 +103,17 @@ def make_loss_fn(batcher, cfg: Stage2Config, device: str):
     from echo_cli.generate.sampler import interpolate, predicted_data, sample_time, target_velocity
 
     Tp, H = cfg.t_prev, cfg.history
+    react = None
 
     def loss_fn(net, step, tg, rng):
+        nonlocal react
         m = getattr(net, "module", net)
         gen, lcu = m.generator, m.lcu
+        if react is None:
+            react = torch.zeros(gen.cfg.motion_dim, device=device)
+            for name in ("pose", "smile"):
+                a, e = gen.cfg.regions[name]
+                react[a:e] = 1.0
         b = batcher.sample(rng, cfg.batch)
         t = {k: torch.from_numpy(b[k]).to(device) for k in ("motion", "audio", "identity", "u_audio", "u_motion", "u_beh")}
         B = t["motion"].shape[0]
@@ -123,11 +135,13 @@ def make_loss_fn(batcher, cfg: Stage2Config, device: str):
         v = gen(x_t, tt, prev, aud, t["identity"], f_pu, emo if use_emo else None,
                 drop_audio=drop_a, drop_user=drop_u)                               # (B, T, D)
         dw = (1.0 + cfg.lip_weight * torch.tensor(gen.cfg.lip_mask, device=device))[None, None]
+        lis = torch.from_numpy(b["listening"]).to(device)
+        if cfg.react_weight:
+            dw = dw + cfg.react_weight * (lis[:, None, None].float() * react[None, None])   # (B, 1, D)
         target = target_velocity(x1, noise)
         fm = ((v - target) ** 2 * dw).mean()
         x1_hat = predicted_data(x_t, v, tt)
         vel = ((torch.diff(x1_hat, dim=1) - torch.diff(x1, dim=1)) ** 2 * dw).mean()
-        lis = torch.from_numpy(b["listening"]).to(device)
         with torch.no_grad():
             fm_l = ((v - target) ** 2 * dw).mean((1, 2))
             out_l = fm_l[lis].mean() if lis.any() else fm_l.new_zeros(())
@@ -193,7 +207,8 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
                               cfg.t_prev + cfg.window)
     batcher = Y.DyadicBatcher(tr_sp, tr_si, cfg.t_prev, cfg.window, cfg.history, fit_stats_from(gen),
                               sdir, mouth, rules=rules, p_listen=cfg.p_listen, silence=bank,
-                              p_context_silence=cfg.p_context_silence)
+                              p_context_silence=cfg.p_context_silence,
+                              smile=slice(*gen.cfg.regions["smile"]))
     meta = {"stage": 2, "stage2": asdict(cfg), "rules": asdict(rules), "seed": loop.seed,
             "init_checkpoint": str(init_checkpoint),
             "data": {"speech": sorted(c.name for c in tr_sp), "silent": sorted(c.name for c in tr_si),
