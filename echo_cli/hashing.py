@@ -16,11 +16,18 @@ def file_sha256(path: str | Path, *, persist: bool = False) -> str:
     every process needs the hash of (the 90 MB MiniLM model: ~0.2 s to hash each start).
     """
     p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = stat_key(p)
     if key not in _FILE_HASHES:
         _FILE_HASHES[key] = _disk_memo(p, key) if persist else read_sha256(p)
     return _FILE_HASHES[key]
+
+
+def stat_key(path: str | Path) -> tuple:
+    """(resolved path, size, mtime_ns, inode): what per-file memos key on, so an edited or
+    replaced file is read again (file_sha256 here, media.probe.probe)."""
+    p = Path(path)
+    st = p.stat()
+    return str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _disk_memo(path: Path, key: tuple) -> str:

@@ -61,8 +61,9 @@ def probe(path: str | Path) -> MediaInfo:
     """
     path = Path(path)
     _check_file(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    from echo_cli.hashing import stat_key
+
+    key = stat_key(path)
     info = _PROBED.get(key)
     if info is not None:
         return info
