@@ -33,6 +33,10 @@ class RenderSettings(BaseModel):
     cfg_user: float = Field(2.0, ge=0, le=10, description="classifier-free guidance scale on user context")
     lip_temperature: float = Field(0.0, ge=0, le=1, description="scale of the sampling noise on the mouth "
                                    "(articulation) components: 0 = the most likely lip motion for the audio")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the generator runs: auto = a CUDA "
+                                                   "GPU when torch sees one, else the CPU")
+    attention: Literal["auto", "xformers", "sdpa"] = Field("auto", description="attention kernels: auto = xformers "
+                                                           "on CUDA when installed, else torch SDPA")
     encoder_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = "veryfast"
     crf: int = Field(20, ge=0, le=51, description="H.264 constant rate factor (lower = better)")
 

@@ -109,6 +109,32 @@ def test_usage_errors_exit_2(spec_dir):
     assert "draft" in r.stderr
     r = cli("render", y, "--crf", "99", "--dry-run")
     assert_one_line_error(r, 2)
+    r = cli("render", y, "--device", "tpu", "--dry-run")
+    assert_one_line_error(r, 2)
+    assert "cuda" in r.stderr
+
+
+def test_device_and_attention_that_cannot_run_fail_before_any_work(shared_data):
+    """--device cuda / --attention xformers on a machine without them: exit 6 (dependency)
+    at validation, with the fix; on a CUDA machine with xformers the same flags validate."""
+    import torch
+
+    from echo_cli.model.attention import xformers_available
+
+    y = REPO / "samples" / "real_dialogue.yaml"
+    r = cli("render", y, "--device", "cuda", "--dry-run")
+    if torch.cuda.is_available():
+        assert r.returncode == 0, r.stderr
+    else:
+        assert_one_line_error(r, 6)
+        assert "--device cpu" in r.stderr
+    r = cli("render", y, "--device", "cpu", "--attention", "xformers", "--dry-run")
+    assert_one_line_error(r, 6)
+    assert "--attention sdpa" in r.stderr
+    r = cli("render", y, "--device", "cpu", "--attention", "sdpa", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    if torch.cuda.is_available() and xformers_available():
+        assert cli("render", y, "--device", "cuda", "--attention", "xformers", "--dry-run").returncode == 0
 
 
 def test_json_doctor_is_valid_json():

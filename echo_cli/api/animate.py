@@ -182,8 +182,15 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     from echo_cli.render.warp import MeshWarpRenderer
     from echo_cli.train.data import identity_vector
 
+    from echo_cli.model.attention import resolve_backend, resolve_device, set_backend
+
     fps = float(settings.fps)
-    gen, space = bundle.generator, bundle.space
+    # device and attention are checked before any work, so a wrong --device/--attention
+    # fails in a second with the fix; the cached bundle's generator moves there once
+    device = resolve_device(settings.device)
+    set_backend(settings.attention)
+    resolve_backend(device)
+    gen, space = bundle.generator.to(device), bundle.space
     ref_rgb, ref_lm = _reference(spec, settings, fps)
     h, w = ref_rgb.shape[:2]
     ref = Reference.from_landmarks(space, ref_lm, w, h)

@@ -7,7 +7,8 @@ the given thread count (default 2: the target machine), with and without a user 
 Timing does not depend on the weights, so without a checkpoint a fresh "tiny" model on
 the shipped MotionSpace layout is timed (said in the row).
 
-Options (--set key=value): checkpoint=PATH, threads=N, preset=NAME (render preset).
+Options (--set key=value): checkpoint=PATH, threads=N, preset=NAME (render preset),
+devices=cpu,cuda (which rows; CUDA rows only where torch sees a GPU).
 `--long-seconds S` also streams S seconds and 60 s and reports both peak memories.
 """
 from __future__ import annotations
@@ -69,28 +70,30 @@ def run(args: BenchArgs) -> dict:
     from echo_cli.model.attention import resolve_backend, set_backend
 
     threads = int(args.extra.get("threads", 2))
+    devices = str(args.extra.get("devices", "cpu,cuda")).split(",")
     settings = resolve_settings(args.extra.get("preset", "default"))
     n = args.frames or (250 if args.quick else 1500)
     model, source = _model(args.extra.get("checkpoint"))
-    rows = []
+    rows, skipped = [], []
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for user in (False, True):
+        for user in ((False, True) if "cpu" in devices else ()):
             secs, total, cpu = time_generation(model, settings, n, user)
             # cpu_fps: frames per CPU-second of this process (what a loaded machine still tells)
             rows.append({"device": "cpu", "threads": threads, "backend": "sdpa", "user_ctx": user,
                          "frames": total, "seconds": round(secs, 3), "fps": round(total / secs, 1),
                          "cpu_fps": round(total / max(cpu, 1e-9), 1)})
             logger.info("%s", rows[-1])
-        if torch.cuda.is_available():
+        if "cuda" in devices and torch.cuda.is_available():
             gpu = model.to("cuda")
             for backend in ("sdpa", "xformers"):
                 try:
                     set_backend(backend)
                     resolve_backend(torch.device("cuda"))
-                except Exception as e:   # xformers missing: say so in the log, keep SDPA's row
+                except Exception as e:   # xformers missing or without kernels: say why, keep SDPA's row
                     logger.warning("skipping %s: %s", backend, e)
+                    skipped.append(f"CUDA row with `{backend}` not measured: {getattr(e, 'message', e)}")
                     continue
                 secs, total, _ = time_generation(gpu, settings, n, True)
                 rows.append({"device": torch.cuda.get_device_name(0), "threads": threads, "backend": backend,
@@ -117,7 +120,8 @@ def run(args: BenchArgs) -> dict:
           f"T_prev {settings.t_prev}, overlap {settings.overlap}, {settings.steps} steps, CFG audio "
           f"{settings.cfg_audio} / user {settings.cfg_user}); model: {source}.", "",
           markdown_table(rows, cols)]
+    md += [f"\n{s}" for s in skipped]
     if long_rows:
         md += ["", "Streamed generation, peak resident memory:", "",
                markdown_table(long_rows, [("seconds", "video seconds"), ("frames", "frames"), ("peak_mb", "peak MB")])]
-    return report("generate", args, rows, "\n".join(md), {"long": long_rows, "model": source})
+    return report("generate", args, rows, "\n".join(md), {"long": long_rows, "model": source, "skipped": skipped})

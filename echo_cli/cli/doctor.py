@@ -88,8 +88,13 @@ def gather() -> list[Check]:
             cuda_detail = f"torch import failed: {e}"
     checks.append(Check("cuda", cuda, cuda_detail, required=False))
     xf = _version("xformers")
-    checks.append(Check("xformers-attention", bool(xf and cuda),
-                        f"xformers {xf}, used on CUDA" if xf and cuda else
+    xf_problem = None
+    if xf and cuda:
+        from echo_cli.model.attention import xformers_problem
+        xf_problem = xformers_problem()          # imports but has no kernels for this torch?
+    checks.append(Check("xformers-attention", bool(xf and cuda and not xf_problem),
+                        (f"{xf_problem}; torch SDPA is used" if xf_problem else f"xformers {xf}, used on CUDA")
+                        if xf and cuda else
                         ("installed; CPU runs use torch SDPA" if xf else "not installed; torch SDPA is used"),
                         required=False))
 

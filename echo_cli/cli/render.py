@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
         size: Annotated[Optional[int], typer.Option("--size", help="avatar size in pixels")] = None,
         crf: Annotated[Optional[int], typer.Option("--crf", help="H.264 quality (lower = better)")] = None,
         steps: Annotated[Optional[int], typer.Option("--steps", help="sampling steps")] = None,
+        device: Annotated[Optional[str], typer.Option("--device", help="where the generator runs: auto | cpu | cuda")] = None,
+        attention: Annotated[Optional[str], typer.Option("--attention", help="attention kernels: auto | xformers | sdpa")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="validate inputs and settings, write nothing")] = False,
         explain: Annotated[bool, typer.Option("--explain", help="print the per-turn emotion text (LAU) and the user's "
                                                                  "behaviour summaries (HBCU) used")] = False,
@@ -43,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from echo_cli.api.render import render as api_render
         from echo_cli.cli.common import emit, progress
 
-        overrides = {"fps": fps, "size": size, "crf": crf, "steps": steps}
+        overrides = {"fps": fps, "size": size, "crf": crf, "steps": steps, "device": device, "attention": attention}
         res = api_render(dialogue, output=output, preset=preset, seed=seed, checkpoint=checkpoint,
                          overrides=overrides, progress=progress, dry_run=dry_run, explain=explain,
                          ablate=tuple(ablate or ()))

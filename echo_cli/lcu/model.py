@@ -264,7 +264,8 @@ def conditioning(gen, lcu, space, fps: float, n_frames: int, turns=(), user_trac
     if lcu is not None and user_track is not None:
         u = prepare_user(user_track, user_audio, space, fps, n_frames, hbcu_cfg, media)
         with torch.no_grad():
-            m = gen.normalize(torch.from_numpy(u["motion"])).numpy()
+            # the generator may sit on a GPU (render --device cuda); the LCU runs on the CPU
+            m = gen.normalize(torch.from_numpy(u["motion"]).to(gen.motion_mean.device)).cpu().numpy()
         user_ctx = user_context(lcu, u["audio"], m, u["behaviour"])
         windows = u["windows"]
     return {"user_ctx": user_ctx, "emotion": emotion, "explanation": explain(list(turns), emos, windows)}

@@ -2,7 +2,8 @@
 
 The backend is chosen at run time, per call, from the tensor's device and the process-wide
 setting (`set_backend("auto" | "xformers" | "sdpa")`, the CLI's `--attention`). xformers
-has no CPU kernels, so "auto" means xformers only for CUDA tensors with xformers importable.
+has no CPU kernels, so "auto" means xformers only for CUDA tensors, and only where its
+kernels actually run for the dtype (a build for another torch imports but has none).
 Asking for "xformers" where it cannot run raises DependencyError instead of silently
 falling back: a render farm that asks for a backend must get it or a clear error.
 
@@ -40,8 +41,28 @@ def get_backend() -> str:
     return _BACKEND
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Where the generator runs: "auto" is the first CUDA GPU when torch sees one, else the CPU.
+
+    Asking for "cuda" without one raises DependencyError (a render farm that asks for a GPU
+    must get it or a clear error, not a silent CPU render).
+    """
+    if name not in DEVICES:
+        raise UsageError(f"unknown device '{name}'", fix=f"use one of: {', '.join(DEVICES)}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DependencyError("device 'cuda' asked for, but torch sees no CUDA GPU",
+                              fix="use --device cpu (or auto), or install a CUDA build of torch on a GPU machine")
+    return torch.device("cuda")
+
+
 @functools.lru_cache(maxsize=1)
 def xformers_available() -> bool:
+    """xformers imports (it may still have no kernels for this torch/GPU: xformers_problem)."""
     try:
         import xformers.ops  # noqa: F401
     except Exception:  # any import failure (missing wheel, CUDA mismatch) means "not usable"
@@ -49,19 +70,53 @@ def xformers_available() -> bool:
     return True
 
 
-def resolve_backend(device: torch.device, name: str | None = None) -> str:
-    """The backend that will actually run for tensors on `device`."""
+@functools.lru_cache(maxsize=None)
+def xformers_problem(dtype: torch.dtype = torch.float32) -> str | None:
+    """None when xformers' memory_efficient_attention runs on this machine's GPU for `dtype`
+    at this package's head size, else why not (one line).
+
+    Importing is not enough: a wheel built for another torch/CUDA imports fine but loads no
+    kernels (seen on an H200 with torch 2.11+cu130 and xformers 0.0.35, built for
+    2.10+cu128: every operator refused float32), so a tiny call decides, once per process.
+    """
+    if not xformers_available():
+        return "xformers is not installed"
+    if not torch.cuda.is_available():
+        return "xformers has no CPU kernels"
+    import xformers
+    import xformers.ops as xops
+    try:
+        q = torch.zeros(1, 8, 2, 16, device="cuda", dtype=dtype)            # (B, N, H, Dh)
+        xops.memory_efficient_attention(q, q, q)
+    except Exception as e:   # NotImplementedError: no operator for these inputs
+        return (f"xformers {getattr(xformers, '__version__', '?')} has no {str(dtype).replace('torch.', '')} "
+                f"kernel for torch {torch.__version__} on this GPU ({e.__class__.__name__})")
+    return None
+
+
+def resolve_backend(device: torch.device, name: str | None = None,
+                    dtype: torch.dtype = torch.float32) -> str:
+    """The backend that will actually run for `dtype` tensors on `device`."""
     name = name or _BACKEND
     if name == "sdpa":
         return "sdpa"
-    usable = device.type == "cuda" and xformers_available()
-    if name == "xformers":
-        if not usable:
-            why = "xformers is not installed" if not xformers_available() else "xformers has no CPU kernels"
-            raise DependencyError(f"attention backend 'xformers' cannot run here: {why}",
-                                  fix="use --attention sdpa (or auto), or run on a CUDA GPU with xformers")
-        return "xformers"
-    return "xformers" if usable else "sdpa"
+    if device.type != "cuda":
+        problem = "xformers is not installed" if not xformers_available() else "xformers has no CPU kernels"
+    else:
+        problem = xformers_problem(dtype)
+    if name == "xformers" and problem:
+        raise DependencyError(f"attention backend 'xformers' cannot run here: {problem}",
+                              fix="use --attention sdpa (or auto), or install the xformers build for "
+                                  "this torch and CUDA on a GPU machine")
+    if problem and device.type == "cuda" and _warn_once(problem):
+        from echo_cli import log
+        log.get("echo_cli.model.attention").warning("attention: %s; using torch SDPA", problem)
+    return "sdpa" if problem else "xformers"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(problem: str) -> bool:
+    return True
 
 
 #################################################################################
@@ -71,7 +126,7 @@ def resolve_backend(device: torch.device, name: str | None = None) -> str:
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
               backend: str | None = None) -> torch.Tensor:
     """Scaled dot-product attention. q (B,H,N,Dh), k/v (B,H,M,Dh), mask bool -> (B,H,N,Dh)."""
-    which = resolve_backend(q.device, backend)
+    which = resolve_backend(q.device, backend, q.dtype)
     if which == "xformers":
         return _xformers_attention(q, k, v, mask)
     # SDPA even for a handful of keys (regions, identity tokens): with torch 2.x on CPU it
