@@ -201,3 +201,23 @@ def test_sigint_mid_write_cleans_up_everything(shared_data, tmp_path):
     rc = proc.wait(timeout=60)
     assert rc != 0
     assert list(out_dir.iterdir()) == []
+
+
+def test_fit_length_trims_without_pulling_extra_frames_and_pads_with_the_last():
+    from echo_cli.media.mux import fit_length
+
+    pulled = []
+
+    def source(k):
+        try:
+            for i in range(k):
+                pulled.append(i)
+                yield i
+        finally:
+            pulled.append("closed")
+
+    assert list(fit_length(source(10), 4)) == [0, 1, 2, 3]
+    assert pulled == [0, 1, 2, 3, "closed"]          # frame 4 is never rendered
+    pulled.clear()
+    assert list(fit_length(source(2), 5)) == [0, 1, 1, 1, 1]
+    assert list(fit_length(iter([]), 3)) == []

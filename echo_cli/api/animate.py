@@ -129,13 +129,15 @@ def spill_avatar_whisper(pre: dict) -> None:
 def _spilled_audio(rows, feats, kind: str):
     """The engine's audio(start, stop) from spilled Whisper rows (+ the in-memory log-mel for
     "whisper+mel"); rows past the end hold the last one, as _fit_rows does."""
+    from echo_cli.model.audio_encoder import combine_rows
+
     if kind == "whisper":
         return rows
     mel = np.asarray(feats.mel, np.float32)
 
     def both(a: int, b: int) -> np.ndarray:
         idx = np.clip(np.arange(a, b), 0, mel.shape[0] - 1)
-        return np.concatenate([rows(a, b), mel[idx]], axis=1)
+        return combine_rows(kind, rows(a, b), mel[idx])
     return both
 
 
@@ -174,6 +176,7 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     """
     import torch
 
+    from echo_cli.generate.ahead import Ahead
     from echo_cli.generate.engine import GenerationInputs, generate
     from echo_cli.generate.rowfile import RowFile
     from echo_cli.lcu.model import conditioning
@@ -249,6 +252,11 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     del u_feats, u_track, avatar_pre, user_pre
     release_features(pre)
 
+    def landmarks() -> Iterator[np.ndarray]:
+        for chunk in generate(gen, inputs, settings, seed=int(seed)):
+            motion = retarget(space, chunk, (w, h), ref, anchor=anchor)
+            yield to_reference_landmarks(space, motion, ref)              # (chunk, 478, 3)
+
     def frames() -> Iterator[np.ndarray]:
         import cv2
 
@@ -256,12 +264,15 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
         cv2.setNumThreads(1)
         renderer = MeshWarpRenderer()
         renderer.prepare(ref_rgb, ref_lm)
+        # generation runs a chunk or two ahead in its own thread while this one renders
+        # (generate.ahead: the same chunks in the same order, so the same video)
+        chunks = Ahead(landmarks(), depth=2, name="echo-generate")
         try:
-            for chunk in generate(gen, inputs, settings, seed=int(seed)):
-                motion = retarget(space, chunk, (w, h), ref, anchor=anchor)
-                for lm in to_reference_landmarks(space, motion, ref):
+            for lms in chunks:
+                for lm in lms:
                     yield renderer.render(lm)
         finally:
+            chunks.close()
             rowfile.close()
 
     return Animation(frames=frames(), n_frames=n_frames, width=w, height=h, turns=turns,

@@ -351,7 +351,7 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
     if not isinstance(audio, (str, Path)):
         return _encode_then_mux(frames, audio, out_path, settings, metadata, n_frames, progress)
     from echo_cli.media.audio_io import count_samples
-    from echo_cli.media.mux import frames_for
+    from echo_cli.media.mux import fit_length, frames_for
     from echo_cli.media.probe import probe
     from echo_cli.schema import SAMPLE_RATE
 
@@ -359,23 +359,10 @@ def encode(frames: Iterable, audio, out_path: Path, settings: RenderSettings, *,
     with progress(n_frames, "render") as bar:
         with VideoWriter(out_path, settings.fps, crf=settings.crf, preset=settings.encoder_preset, audio=audio,
                          metadata=metadata) as w:
-            last = None
-            it = iter(frames)
-            try:
-                for f in it:
-                    check_cancel()
-                    w.write(f)
-                    last = f
-                    bar.advance(1)
-                    if w.n_frames == want:          # trim: the audio decides the length
-                        break
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
-            while last is not None and w.n_frames < want:     # pad: hold the last frame
+            for f in fit_length(frames, want):          # the audio decides the length
                 check_cancel()
-                w.write(last)
+                w.write(f)
+                bar.advance(1)
     info = probe(out_path)
     logger.info("wrote %s (%.2f s, %d frames at %g fps)", out_path, info.duration, info.n_frames, info.fps)
     return {"output": str(out_path), "duration": info.duration, "frames": info.n_frames, "fps": info.fps,

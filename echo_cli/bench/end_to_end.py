@@ -397,9 +397,11 @@ def run(args) -> dict:
             from echo_cli.bench.longform import build_dialogue
 
             user = _opt(args, "user", "video")
-            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset)
+            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset,
+                                  layout=_opt(args, "layout", None))
             workload = (f"{seconds:g} s looped real media (bench/longform.py, user {user}): portrait d12.jpg "
-                        "speaking radio speech, user speech turns" + (" + looped clips/d3.mp4 face" if user == "video" else ""))
+                        "speaking radio speech, user speech turns" + (" + looped clips/d3.mp4 face" if user == "video" else "")
+                        + (f", layout {_opt(args, 'layout', None)}" if _opt(args, "layout", None) else ""))
         else:
             spec = default_spec(data, work, layout)
             workload = ("samples/real_dialogue.yaml: portrait d12.jpg speaking RD_Radio34_002.wav (8 s), user "
@@ -459,7 +461,7 @@ def run(args) -> dict:
              "size": size, "runs": runs}
     # a looped long dialogue gets its own doc section and history target, beside the sample's
     target = f"end-to-end-{seconds:g}s" if seconds and not _opt(args, "spec") else "end-to-end"
-    if layout == "avatar" and not _opt(args, "spec") and not seconds:
+    if layout == "avatar" and not _opt(args, "spec"):
         target += "-avatar"
     return report(target, args, rows, md, extra)
 

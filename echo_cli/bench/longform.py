@@ -105,8 +105,10 @@ def turns(seconds: float) -> list[dict]:
 
 
 def build_dialogue(minutes: float, out_dir: str | Path, data: str | Path | None = None, *, user: str = "audio",
-                   preset: str = "default", transcript: str = "faster-whisper", seed: int = 0) -> Path:
-    """Write looped media and a dialogue.yaml of `minutes` into out_dir; return the yaml path."""
+                   preset: str = "default", transcript: str = "faster-whisper", seed: int = 0,
+                   layout: str | None = None) -> Path:
+    """Write looped media and a dialogue.yaml of `minutes` into out_dir; return the yaml path.
+    layout: the output's (default: side-by-side when the user is seen, else the avatar alone)."""
     import yaml
 
     from echo_cli.io_atomic import write_text
@@ -138,7 +140,7 @@ def build_dialogue(minutes: float, out_dir: str | Path, data: str | Path | None 
                   "transcript": {"source": transcript},
                   "output": {"path": str((out / f"dialogue_{tag}.mp4").resolve()),
                              "audio_mix": "both" if user != "none" else "avatar",
-                             "layout": "side-by-side" if user == "video" else "avatar"},
+                             "layout": layout or ("side-by-side" if user == "video" else "avatar")},
                   "preset": preset, "seed": int(seed)}
     if user != "none":
         spec["user"] = {"audio": str(user_audio.resolve())}

