@@ -233,3 +233,39 @@ def test_prior_blend_one_lands_the_sampled_lips_on_the_prior_and_training_ignore
     assert not torch.allclose(v_eval[..., ms], v_plain[..., ms])
     torch.testing.assert_close(v_eval[..., ms.stop:], v_plain[..., ms.stop:])
     assert torch.equal(v_train, v_train0)
+
+
+def test_generator_gates_audio_only_when_its_config_asks():
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from echo_cli.model.generator import EchoGenerator, make_config, synthetic_layout
+
+    cfg = make_config("micro", synthetic_layout(12), audio_input="mel")
+    rows = np.ones((15, cfg.audio_dim), np.float32)
+    energy = np.full(15, -100.0, np.float32)            # digital silence ...
+    energy[[0, 14]] = -30.0                             # ... between two frames of sound
+    assert EchoGenerator(cfg).gate_audio(rows, energy) == (rows, None)
+    gen = EchoGenerator(dataclasses.replace(cfg, quiet_gate=True)).eval()
+    out, quiet = gen.gate_audio(rows, energy)
+    want = np.zeros(15, bool)
+    want[3:8] = True                      # > QUIET_AFTER (2) frames after sound, > QUIET_BEFORE (6) before it
+    np.testing.assert_array_equal(quiet, want)
+    np.testing.assert_array_equal(out[want], np.broadcast_to(gen.audio_enc.feat_mean.numpy(), (5, cfg.audio_dim)))
+    assert (out[~want] == 1).all()
+    # the gated frame's mouth prior is the resting mouth (raw code 0), the others the regression's
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.normal_(0, 0.1)
+        gen.motion_mean.normal_(0, 1)
+        N = 15
+        a = torch.from_numpy(out)[None]
+        ident = torch.zeros(1, cfg.motion_dim)
+        c0 = gen.condition(N, a, ident)
+        c1 = gen.condition(N, a, ident, quiet=torch.from_numpy(quiet)[None])
+    ms = slice(*cfg.regions["mouth"])
+    rest = -gen.motion_mean[ms] / gen.motion_std[ms]
+    torch.testing.assert_close(c1["mouth_prior"][0, 3:8], rest.expand(5, -1))
+    torch.testing.assert_close(c1["mouth_prior"][0, ~torch.from_numpy(want)], c0["mouth_prior"][0, ~torch.from_numpy(want)])

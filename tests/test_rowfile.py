@@ -93,3 +93,22 @@ def test_spilled_whisper_rows_equal_the_fitted_matrix(speech_features):
                     np.testing.assert_array_equal(audio(a, b), ref[a:b])
     finally:
         rows.close()
+
+
+def test_quiet_gate_replaces_quiet_frames_for_arrays_and_row_callables():
+    from echo_cli.model.audio_encoder import gate_quiet, quiet_frames
+
+    rows = np.arange(24, dtype=np.float32).reshape(6, 4)
+    quiet = np.array([0, 1, 1, 0, 0, 1], bool)
+    fill = np.full(4, -1.0, np.float32)
+    g = gate_quiet(rows, quiet, fill)
+    assert (g[quiet] == -1).all() and (g[~quiet] == rows[~quiet]).all()
+    assert rows[1, 0] == 4                                  # the input is not modified
+    seen = gate_quiet(lambda a, b: rows[np.clip(np.arange(a, b), 0, 5)], quiet, fill)
+    np.testing.assert_array_equal(seen(2, 8), np.concatenate([g[2:], g[5:6], g[5:6]]))   # past the end: last value
+    assert gate_quiet(rows, np.zeros(0, bool), fill) is rows
+    energy = np.full(20, -100.0)
+    energy[10] = -30.0                                      # one frame of sound in digital silence
+    q = quiet_frames(energy, before=3, after=1)
+    assert not q[7:12].any() and q[:7].all() and q[12:].all()   # 3 frames before, 1 after keep their features
+    assert not quiet_frames(np.full(5, -59.0)).any()            # a recorded pause is not digital silence

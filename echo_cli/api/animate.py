@@ -229,6 +229,8 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
                              fix="use a checkpoint made by one recipe run")
         rowfile = audio = RowFile.from_array(mat, n_frames)
         del mat
+    # digitally silent frames read as silence, for models validated that way (cfg.quiet_gate)
+    audio, quiet = gen.gate_audio(audio, a_feats.energy)
     # the avatar's features have given the turns and the rows: free them before the LCU
     # builds the user side, which takes minutes for an hour (measured: the Whisper matrix
     # held through it made that phase the render's peak at 60 minutes)
@@ -246,7 +248,7 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     cond = conditioning(gen, lcu, space, fps, n_frames, turns=turns, user_track=u_track, user_audio=u_feats,
                         use_lau="lau" not in ablate, media=str(spec.user.video) if spec.user and spec.user.video else None)
     inputs = GenerationInputs(audio=audio, identity=identity_vector(space, ref.neutral), n_frames=n_frames,
-                              user_ctx=cond["user_ctx"], emotion=cond["emotion"])
+                              user_ctx=cond["user_ctx"], emotion=cond["emotion"], quiet=quiet)
     anchor = np.zeros(space.dim, np.float32)
     # turns and conditioning are built: pre's per-frame arrays are not needed any more
     del u_feats, u_track, avatar_pre, user_pre

@@ -44,6 +44,7 @@ class GenerationInputs:
     user_ctx: Any = None
     emotion: Any = None
     prev: np.ndarray | None = None
+    quiet: np.ndarray | None = None  # (n,) bool: the quiet gate's frames (model.gate_audio)
 
 
 def _as_inputs(inputs) -> GenerationInputs:
@@ -113,6 +114,8 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
             raise InputError(f"audio has {fa} features per frame; this model expects {cfg.audio_dim} "
                              f"('{cfg.audio_input}')", fix="build audio with model.audio_encoder.audio_matrix")
     user = _slicer(inp.user_ctx, "user_ctx", n)
+    q = None if inp.quiet is None else np.asarray(inp.quiet, np.float32).reshape(-1, 1)
+    quiet = None if q is None or not q.size else _slicer(q, "quiet", n)
     emo_arr = None if inp.emotion is None else inp.emotion if isinstance(inp.emotion, PiecewiseRows) \
         else np.asarray(inp.emotion, np.float32)          # a compact track is sliced per chunk, never expanded
     identity = np.asarray(inp.identity, np.float32).reshape(-1)
@@ -144,13 +147,14 @@ def generate(model, inputs, settings, seed: int = 0, method: str = "euler") -> I
                 # conditioning covers the prev frames too (the audio they were made with)
                 aud = torch.from_numpy(_window(audio, a0, ch.stop)).to(dev)[None]
                 usr = None if user is None else torch.from_numpy(_window(user, a0, ch.stop)).to(dev)[None]
+                qt = None if quiet is None else torch.from_numpy(_window(quiet, a0, ch.stop)[:, 0] > 0.5).to(dev)[None]
                 emo = None
                 if emo_arr is not None:
                     e = emo_arr if emo_arr.ndim == 1 else emo_arr[ch.start:ch.stop].mean(0) \
                         if ch.start < emo_arr.shape[0] else emo_arr[-1]
                     emo = torch.from_numpy(np.ascontiguousarray(e, np.float32)).to(dev)[None]
                 fn = guided_velocity(model, prev_t, aud, ident_t, usr, emo,
-                                     float(settings.cfg_audio), float(settings.cfg_user))
+                                     float(settings.cfg_audio), float(settings.cfg_user), quiet=qt)
                 g = torch.Generator(device="cpu").manual_seed(seed_for_chunk(seed, ch.index))
                 noise = torch.randn(1, ch.length, cfg.motion_dim, generator=g).to(dev)
                 # Lips follow the avatar's audio: their trajectory is sampled from scaled noise

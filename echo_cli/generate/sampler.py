@@ -65,9 +65,10 @@ def timesteps(steps: int, shift: float = 1.0) -> torch.Tensor:
 #################################################################################
 
 def guided_velocity(model, prev, audio, identity, user_ctx=None, emotion=None,
-                    cfg_audio: float = 1.5, cfg_user: float = 1.0) -> Callable:
+                    cfg_audio: float = 1.5, cfg_user: float = 1.0, quiet=None) -> Callable:
     """A velocity function v(x (B,T,D), t (B,)) with classifier-free guidance, conditioning
-    tokens computed once. All tensors are batched (B, ...) and in normalised motion units."""
+    tokens computed once. All tensors are batched (B, ...) and in normalised motion units;
+    quiet (B, Na) bool: the quiet gate's frames (model.condition)."""
     B = identity.shape[0]
     has_user = user_ctx is not None and cfg_user != 0.0
     # branches: (drop_audio, drop_user) + weight of each branch in the final combination
@@ -91,7 +92,7 @@ def guided_velocity(model, prev, audio, identity, user_ctx=None, emotion=None,
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if "cond" not in cache:     # once per chunk: conditioning does not depend on t
             cache["cond"] = model.condition(Tp + x.shape[1], rep(audio), rep(identity), rep(user_ctx),
-                                            rep(emotion), drop_a, drop_u)
+                                            rep(emotion), drop_a, drop_u, quiet=rep(quiet))
         cond = cache["cond"]
         v = model.velocity(rep(x), t.repeat(k), prev_k, cond)                   # (k*B, T, D)
         vs = v.view(k, B, *v.shape[1:])

