@@ -511,9 +511,14 @@ def test_real_mixed_batch_with_sigkills_then_rerun(tmp_path):
         p = cli_batch(m, "--workers", "2", "--retries", "0", "--skip-invalid")
         try:
             for _ in range(2):
-                t_end = time.time() + rng.uniform(3.0, 12.0)
+                # a random moment while workers run: wait for them, then 0.5-4 s more (a fixed
+                # 3-12 s from the start let a fast machine finish the round before any kill)
+                t_end = time.time() + 60
+                while time.time() < t_end and p.poll() is None and not worker_pids(p.pid):
+                    time.sleep(0.1)
+                t_end = time.time() + rng.uniform(0.5, 4.0)
                 while time.time() < t_end and p.poll() is None:
-                    time.sleep(0.2)
+                    time.sleep(0.1)
                 pids = worker_pids(p.pid)
                 if pids and p.poll() is None:
                     os.kill(rng.choice(pids), signal.SIGKILL)
