@@ -180,19 +180,17 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     from echo_cli.generate.engine import GenerationInputs, generate
     from echo_cli.generate.rowfile import RowFile
     from echo_cli.lcu.model import conditioning
+    from echo_cli.model.attention import place, set_backend
     from echo_cli.model.audio_encoder import audio_matrix
     from echo_cli.motion.retarget import Reference, retarget, to_reference_landmarks
     from echo_cli.render.warp import MeshWarpRenderer
     from echo_cli.train.data import identity_vector
 
-    from echo_cli.model.attention import resolve_backend, resolve_device, set_backend
-
     fps = float(settings.fps)
     # device and attention are checked before any work, so a wrong --device/--attention
     # fails in a second with the fix; the cached bundle's generator moves there once
-    device = resolve_device(settings.device)
+    device = place(settings.device, settings.attention)
     set_backend(settings.attention)
-    resolve_backend(device)
     gen, space = bundle.generator.to(device), bundle.space
     ref_rgb, ref_lm = _reference(spec, settings, fps)
     h, w = ref_rgb.shape[:2]

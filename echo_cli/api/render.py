@@ -445,8 +445,8 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         if settings.device != "auto" or settings.attention != "auto":
             # an explicit --device/--attention that cannot run here fails now, not after
             # minutes of preprocessing (auto always resolves)
-            from echo_cli.model.attention import resolve_backend, resolve_device
-            resolve_backend(resolve_device(settings.device), settings.attention)
+            from echo_cli.model.attention import place
+            place(settings.device, settings.attention)
     with timed("preflight"):
         infos = preflight(spec)
     result: dict[str, Any] = {"output": str(spec.output.path), "preset": spec.preset, "seed": spec.seed,

@@ -397,11 +397,11 @@ def run(args) -> dict:
             from echo_cli.bench.longform import build_dialogue
 
             user = _opt(args, "user", "video")
-            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset,
-                                  layout=_opt(args, "layout", None))
+            asked = _opt(args, "layout", None)          # None: build_dialogue's default for `user`
+            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset, layout=asked)
             workload = (f"{seconds:g} s looped real media (bench/longform.py, user {user}): portrait d12.jpg "
                         "speaking radio speech, user speech turns" + (" + looped clips/d3.mp4 face" if user == "video" else "")
-                        + (f", layout {_opt(args, 'layout', None)}" if _opt(args, "layout", None) else ""))
+                        + (f", layout {asked}" if asked else ""))
         else:
             spec = default_spec(data, work, layout)
             workload = ("samples/real_dialogue.yaml: portrait d12.jpg speaking RD_Radio34_002.wav (8 s), user "

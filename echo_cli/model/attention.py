@@ -110,15 +110,22 @@ def resolve_backend(device: torch.device, name: str | None = None,
         raise DependencyError(f"attention backend 'xformers' cannot run here: {problem}",
                               fix="use --attention sdpa (or auto), or install the xformers build for "
                                   "this torch and CUDA on a GPU machine")
-    if problem and device.type == "cuda" and _warn_once(problem):
+    if problem and device.type == "cuda" and problem not in _WARNED:
+        _WARNED.add(problem)                  # once per process, not once per attention call
         from echo_cli import log
         log.get("echo_cli.model.attention").warning("attention: %s; using torch SDPA", problem)
     return "sdpa" if problem else "xformers"
 
 
-@functools.lru_cache(maxsize=None)
-def _warn_once(problem: str) -> bool:
-    return True
+_WARNED: set[str] = set()
+
+
+def place(device: str = "auto", attention: str = "auto") -> torch.device:
+    """The torch device for a render's `device` / `attention` settings, after checking that
+    both can run here (UsageError / DependencyError with the fix otherwise)."""
+    dev = resolve_device(device)
+    resolve_backend(dev, attention)
+    return dev
 
 
 #################################################################################

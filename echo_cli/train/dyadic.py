@@ -565,12 +565,12 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     res: dict = {"held_out_avatars": [c.name for c in avatars], "users": [c.name for c in users],
                  "frames": n, "seeds": list(seeds), "space": "motion (decoded on the avatar's neutral)"}
 
-    def gen_motion(av: DyadClip, audio, ctx, emo, seed):
+    def gen_motion(av: DyadClip, audio, ctx, emo, seed, listening: bool):
         # the quiet gate (models with cfg.quiet_gate): the listening audio is digital silence
         # (-100 dBFS) around the avatar's gated speech; its own speech clips are recordings
         # (never below the gate's -60 dBFS for more than a blip), left as they are
         quiet = None
-        if not np.shares_memory(audio, av.gen_audio):
+        if listening:
             audio, quiet = gen.gate_audio(audio, np.full(len(audio), -100.0, np.float32))
         inp = GenerationInputs(audio=audio, identity=av.identity, n_frames=len(audio), user_ctx=ctx, quiet=quiet,
                                emotion=_emotion_vec(emo) if use_lau else None)
@@ -607,8 +607,8 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
         talker = other[0]
         lis_user = users[0]
         for seed in seeds:
-            sp = gen_motion(av, av.gen_audio[:n], _ctx(gen, lcu, lis_user, 0, n), "neutral", seed)
-            ls = gen_motion(av, silence(av, n), _ctx(gen, lcu, talker, 0, n), "neutral", seed)
+            sp = gen_motion(av, av.gen_audio[:n], _ctx(gen, lcu, lis_user, 0, n), "neutral", seed, False)
+            ls = gen_motion(av, silence(av, n), _ctx(gen, lcu, talker, 0, n), "neutral", seed, True)
             m_sp, m_ls = mouth_measure(space, sp, av.neutral), mouth_measure(space, ls, av.neutral)
             ratios.append(float(np.std(m_ls) / max(np.std(m_sp), 1e-9)))
             lipcorr.append(M.pearson(m_sp, mouth_measure(space, av.motion[:n], av.neutral)))
@@ -636,8 +636,8 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     for av in avatars:
         for (s_sm, u_sm, st_sm), (s_ne, u_ne, st_ne) in zip(smiling_w, neutral_w):
             for seed in seeds:
-                a = gen_motion(av, silence(av, W), _ctx(gen, lcu, u_sm, st_sm, W), "neutral", seed)
-                b = gen_motion(av, silence(av, W), _ctx(gen, lcu, u_ne, st_ne, W), "neutral", seed)
+                a = gen_motion(av, silence(av, W), _ctx(gen, lcu, u_sm, st_sm, W), "neutral", seed, True)
+                b = gen_motion(av, silence(av, W), _ctx(gen, lcu, u_ne, st_ne, W), "neutral", seed, True)
                 sa_, sb_ = smile_measure(space, a, av.neutral), smile_measure(space, b, av.neutral)
                 sds += [float(np.std(sa_)), float(np.std(sb_))]
                 d = float(np.mean(sa_) - np.mean(sb_))
@@ -660,7 +660,7 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     follow_runs = [(av, t, 0, ls) for (av, t, ls) in listen_runs] + \
                   [(av, u, 0, None) for av in avatars for u in users[:4] if u.n_frames >= n]
     for av, u, st, pre in follow_runs:
-        m = pre if pre is not None else gen_motion(av, silence(av, n), _ctx(gen, lcu, u, st, n), "neutral", seeds[0])
+        m = pre if pre is not None else gen_motion(av, silence(av, n), _ctx(gen, lcu, u, st, n), "neutral", seeds[0], True)
         a_ev = EV.avatar_events(m[:, 1], smile_measure(space, m, av.neutral), FPS)
         u_ev = EV.user_events(FPS, len(m), u.smile[st:st + len(m)], FPS,
                               EV.pause_times(u.vad[st:st + len(m)], FPS))
@@ -673,12 +673,13 @@ def evaluate(gen, lcu, space, data=None, clips=None, n: int = 200, seeds=(0, 1),
     # 4. emotion: happy vs sad on the same inputs
     if use_lau:
         for av in avatars:
-            for audio, (_, u, st) in ((av.gen_audio[:W], neutral_w[0]), (silence(av, W), neutral_w[0]),
-                                      (silence(av, W), smiling_w[-1])):
+            for audio, listening, (_, u, st) in ((av.gen_audio[:W], False, neutral_w[0]),
+                                                 (silence(av, W), True, neutral_w[0]),
+                                                 (silence(av, W), True, smiling_w[-1])):
                 for seed in seeds:
                     ctx = _ctx(gen, lcu, u, st, W)
-                    h = gen_motion(av, audio, ctx, "happy", seed)
-                    s_ = gen_motion(av, audio, ctx, "sad", seed)
+                    h = gen_motion(av, audio, ctx, "happy", seed, listening)
+                    s_ = gen_motion(av, audio, ctx, "sad", seed, listening)
                     emo_wins.append(float(np.mean(smile_measure(space, h, av.neutral))
                                           - np.mean(smile_measure(space, s_, av.neutral))))
         res["emotion_happy_gt_sad_rate"] = float(np.mean([d > 0 for d in emo_wins])) if emo_wins else float("nan")
