@@ -78,6 +78,8 @@ class AudioFeatures:
     vad: np.ndarray                 # (T,) bool voice activity
     whisper: np.ndarray | None = None   # (T, 512) Whisper-base encoder features, if available
     duration: float = 0.0           # seconds of audio
+    whisper_layers: str = "final"   # which encoder layers `whisper` holds ("mid": (T, 1024),
+                                    # features.audio.WHISPER_LAYERS)
 
     @property
     def n_frames(self) -> int:

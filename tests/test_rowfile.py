@@ -14,12 +14,24 @@ from echo_cli.generate.rowfile import RowFile
 
 
 @pytest.fixture(scope="module")
-def speech_features(shared_data):
-    from echo_cli.features.audio import audio_features
+def speech_wave(shared_data):
     from echo_cli.media.audio_io import load_audio
 
-    wave = load_audio(shared_data / "audio" / "RD_Radio31_000.wav", duration=8.0)
-    return audio_features(wave, 25.0, whisper=True)
+    return load_audio(shared_data / "audio" / "RD_Radio31_000.wav", duration=8.0)
+
+
+@pytest.fixture(scope="module")
+def speech_features(speech_wave):
+    from echo_cli.features.audio import audio_features
+
+    return audio_features(speech_wave, 25.0, whisper=True)
+
+
+@pytest.fixture(scope="module")
+def mid_features(speech_wave):
+    from echo_cli.features.audio import audio_features
+
+    return audio_features(speech_wave, 25.0, whisper=True, whisper_layers="mid")
 
 
 def test_rows_equal_the_array_path(tmp_path):
@@ -51,14 +63,15 @@ def test_release_features_keeps_notes():
 
 
 @pytest.mark.parametrize("extra", [0, 23])           # the video as long as the audio, and longer
-def test_engine_output_identical_on_real_speech(speech_features, extra, tmp_path):
+def test_engine_output_identical_on_real_speech(speech_features, mid_features, extra, tmp_path):
     from echo_cli.api.animate import load_bundle
     from echo_cli.model.audio_encoder import audio_matrix
     from echo_cli.api.render import default_checkpoint
 
     bundle = load_bundle(default_checkpoint())
     gen = bundle.generator
-    mat = audio_matrix(speech_features, gen.cfg.audio_input)
+    feats = mid_features if gen.cfg.audio_input == "whisper_mid" else speech_features
+    mat = audio_matrix(feats, gen.cfg.audio_input)
     n = mat.shape[0] + extra
     identity = np.zeros(gen.cfg.motion_dim, np.float32)
     s = RenderSettings(chunk_frames=64, t_prev=8, overlap=4, steps=2)
@@ -69,7 +82,8 @@ def test_engine_output_identical_on_real_speech(speech_features, extra, tmp_path
     np.testing.assert_array_equal(a, b)
 
 
-def test_spilled_whisper_rows_equal_the_fitted_matrix(speech_features):
+@pytest.mark.parametrize("layers", ["final", "mid"])
+def test_spilled_whisper_rows_equal_the_fitted_matrix(speech_features, mid_features, layers):
     """render() spills the avatar's Whisper features right after preprocessing (T rows);
     animate reads n_frames rows from them: the same as the fitted in-memory matrix."""
     import dataclasses
@@ -77,15 +91,16 @@ def test_spilled_whisper_rows_equal_the_fitted_matrix(speech_features):
     from echo_cli.api.animate import _spilled_audio, spill_avatar_whisper
     from echo_cli.model.audio_encoder import audio_matrix
 
-    feats = dataclasses.replace(speech_features)
+    feats = dataclasses.replace(speech_features if layers == "final" else mid_features)
     pre = {"avatar_audio": {"audio": feats, "notes": []}}
     spill_avatar_whisper(pre)
     entry = pre["avatar_audio"]
     assert entry["audio"].whisper is None and entry["audio"].mel is feats.mel
+    assert entry["audio"].whisper_layers == layers
     rows = entry["whisper_rows"]
     try:
         T = feats.whisper.shape[0]
-        for kind in ("whisper", "whisper+mel"):
+        for kind in (("whisper", "whisper+mel") if layers == "final" else ("whisper_mid",)):
             audio = _spilled_audio(rows, entry["audio"], kind)
             for n in (T, T - 30, T + 23):
                 ref = _fit_rows(audio_matrix(feats, kind), n)

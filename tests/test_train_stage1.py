@@ -110,6 +110,8 @@ def test_real_clip_builds_aligned_tensors_and_trains(tmp_path):
     T = clip.n_frames
     assert clip.motion.shape == (T, space.dim) and clip.mel.shape == (T, 80)
     assert clip.whisper is not None and clip.whisper.shape == (T, 512)
+    assert clip.whisper_mid is not None and clip.whisper_mid.shape == (T, 1024)   # the default input
+    assert clip.audio("whisper_mid") is clip.whisper_mid and clip.audio("whisper+mel").shape == (T, 592)
     assert (clip.visemes >= 0).mean() > 0.9                  # word timings -> visemes on real speech
     mouth = clip.motion[:, space.regions["mouth"]]
     assert mouth.std(0).max() > 0                            # the mouth moves
@@ -121,11 +123,15 @@ def test_real_clip_builds_aligned_tensors_and_trains(tmp_path):
 def test_shift_clip_re_pairs_audio_and_video():
     from echo_cli.train.data import shift_clip
 
+    import dataclasses
+
     c = stage1.synthetic_clips(n_clips=1, frames=50)[0]
+    c = dataclasses.replace(c, whisper_mid=np.arange(50 * 2, dtype=np.float32).reshape(50, 2))
     for lag in (3, -2):
         s = shift_clip(c, lag)
         n = 50 - abs(lag)
         assert s.n_frames == n and s.motion.shape[0] == n and s.whisper.shape[0] == n
+        assert np.array_equal(s.whisper_mid, c.whisper_mid[max(lag, 0):max(lag, 0) + n])
         a0, v0 = (lag, 0) if lag > 0 else (0, -lag)      # audio[t + lag] pairs with motion[t]
         assert np.array_equal(s.mel[0], c.mel[a0]) and np.array_equal(s.motion[0], c.motion[v0])
         assert np.array_equal(s.visemes, c.visemes[a0:a0 + n])

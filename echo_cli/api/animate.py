@@ -131,7 +131,7 @@ def _spilled_audio(rows, feats, kind: str):
     "whisper+mel"); rows past the end hold the last one, as _fit_rows does."""
     from echo_cli.model.audio_encoder import combine_rows
 
-    if kind == "whisper":
+    if kind in ("whisper", "whisper_mid"):
         return rows
     mel = np.asarray(feats.mel, np.float32)
 
@@ -181,7 +181,7 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     from echo_cli.generate.rowfile import RowFile
     from echo_cli.lcu.model import conditioning
     from echo_cli.model.attention import place, set_backend
-    from echo_cli.model.audio_encoder import audio_matrix
+    from echo_cli.model.audio_encoder import WHISPER_LAYERS_OF, audio_matrix
     from echo_cli.motion.retarget import Reference, retarget, to_reference_landmarks
     from echo_cli.render.warp import MeshWarpRenderer
     from echo_cli.train.data import identity_vector
@@ -213,7 +213,8 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
     # temporary file and the engine reads each chunk's rows from it, so the frame loop holds
     # no array that grows with the length (generate.rowfile; docs/performance_e2e.md "## Memory").
     rowfile = avatar_pre.get("whisper_rows")          # spilled by render() after preprocessing
-    if rowfile is not None and gen.cfg.audio_input in ("whisper", "whisper+mel"):
+    if rowfile is not None and gen.cfg.audio_input in ("whisper", "whisper+mel", "whisper_mid") \
+            and a_feats.whisper_layers == WHISPER_LAYERS_OF[gen.cfg.audio_input]:
         audio = _spilled_audio(rowfile, a_feats, gen.cfg.audio_input)
     else:
         if rowfile is not None:

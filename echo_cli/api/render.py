@@ -283,14 +283,16 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     # while the user's whole track is decoded and analysed, and that phase set the peak of
     # hour-long renders (docs/performance_e2e.md "## Memory").
     jobs.sort(key=lambda j: not j[0].startswith("user"))
+    layers = whisper_layers_for(spec)
     for key, path, tr in jobs:
         check_cancel()
         logger.info("preprocess %s: %s", key, path)
         # Whisper encoder features drive the avatar's lips only (audio_matrix of the avatar
         # track); the user's side uses mel/energy/VAD. Not computing the user's saves its
         # encoder time and a (frames, 512) array held for the whole render (184 MB an hour).
+        avatar = not key.startswith("user")
         out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
-                         whisper=not key.startswith("user"))
+                         whisper=avatar and layers is not None, whisper_layers=layers or "final")
         if isinstance(out[key], dict):
             out[key]["path"] = str(path)
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))
@@ -299,6 +301,20 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
 
         out["transcript_file"] = read_transcript(spec.transcript.path)
     return out
+
+
+def whisper_layers_for(spec) -> str | None:
+    """Which Whisper features the checkpoint's generator reads (None: log-mel only), from its
+    config alone: preprocessing runs before the model is loaded."""
+    from echo_cli.model.audio_encoder import AUDIO_INPUTS, WHISPER_LAYERS_OF
+    from echo_cli.model.checkpoint import read_config
+
+    ckpt = Path(spec.checkpoint) if spec.checkpoint else default_checkpoint()
+    kind = read_config(ckpt).get("generator", {}).get("audio_input", "whisper")
+    if kind not in AUDIO_INPUTS:
+        raise ModelError(f"the checkpoint's generator reads unknown audio input '{kind}'", path=ckpt,
+                         fix="use a checkpoint made by this echo-cli version")
+    return WHISPER_LAYERS_OF[kind]
 
 
 def load_model(spec):

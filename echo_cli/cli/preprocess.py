@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
         language: Annotated[Optional[str], typer.Option("--language", help="transcript language, e.g. en (default: detect)")] = None,
         fps: Annotated[Optional[float], typer.Option("--fps", min=1.0, max=120.0, help="resample videos to this frame rate")] = None,
         no_whisper: Annotated[bool, typer.Option("--no-whisper", help="skip Whisper encoder features")] = False,
+        whisper_layers: Annotated[str, typer.Option("--whisper-layers", help="Whisper encoder features: mid (blocks 2-3, what the default model reads) | final (the encoder output)")] = "mid",
         require_audio: Annotated[bool, typer.Option("--require-audio", help="a video without audio is an error")] = False,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute everything (nothing read from or stored in the cache)")] = False,
     ) -> None:
@@ -66,11 +67,15 @@ def register(app: typer.Typer) -> None:
         from echo_cli.errors import PartialFailure, UsageError
         from echo_cli.preprocess.pipeline import PreprocessOptions
 
+        from echo_cli.features.audio import WHISPER_LAYERS
+
+        if whisper_layers not in WHISPER_LAYERS:
+            raise UsageError(f"unknown --whisper-layers '{whisper_layers}'", fix=f"use {' or '.join(WHISPER_LAYERS)}")
         if transcript not in ("auto", "whisperx", "faster-whisper", "none"):
             raise UsageError(f"unknown --transcript '{transcript}'", fix="use auto, whisperx, faster-whisper or none")
         opts = PreprocessOptions(fps=fps, face_index=face_index, pick=_parse_pick(pick), whisper=not no_whisper,
                                  transcript=None if transcript == "none" else transcript, language=language,
-                                 require_audio=require_audio)
+                                 require_audio=require_audio, whisper_layers=whisper_layers)
         st = state()
         total = len(find_media(folder, recursive))
         with progress(total=total, desc="preprocess") as bar:

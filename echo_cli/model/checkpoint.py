@@ -92,6 +92,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"not a readable safetensors file (truncated or damaged): {e}", path=st,
                          fix="re-download or re-train the checkpoint") from e
+    return tensors, _config(js, header)
+
+
+def _config(js: Path, header: dict) -> dict:
     if js.is_file():
         try:
             config = json.loads(js.read_text())
@@ -107,7 +111,26 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise ModelError(f"checkpoint schema {schema!r} is not supported (this echo-cli reads <= {SCHEMA_VERSION})",
                          path=js, fix="upgrade echo-cli or use a checkpoint made by this version")
-    return tensors, config
+    return config
+
+
+def read_config(path: str | Path) -> dict:
+    """A checkpoint's config without its tensors (what preprocessing needs to know first:
+    which audio features the generator reads)."""
+    st, js = checkpoint_paths(path)
+    if not st.is_file():
+        raise ModelError("checkpoint not found", path=st,
+                         fix="pass the path of a NAME.safetensors written by `echo-cli train`")
+    header: dict = {}
+    if not js.is_file():
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(st), framework="pt", device="cpu") as f:
+                header = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise ModelError(f"not a readable safetensors file (truncated or damaged): {e}", path=st,
+                             fix="re-download or re-train the checkpoint") from e
+    return _config(js, header)
 
 
 def component(tensors: dict, prefix: str) -> dict:

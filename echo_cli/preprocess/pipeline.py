@@ -37,6 +37,8 @@ class PreprocessOptions:
     face_index: int | None = None            # n-th face from the left when several
     pick: tuple[float, float] | None = None  # or the face nearest (x, y) in 0..1
     whisper: bool = True                     # Whisper encoder features in AudioFeatures
+    whisper_layers: str = "final"            # which ones (features.audio.WHISPER_LAYERS): a model's
+                                             # audio_encoder.WHISPER_LAYERS_OF[cfg.audio_input]
     transcript: str | None = None            # "auto" | "whisperx" | "faster-whisper" | None
     language: str | None = None              # transcript language (None: detect)
     require_audio: bool = False              # a video without audio is an error (else face only)
@@ -60,14 +62,14 @@ def _sidecar_transcript(path: Path) -> Path | None:
 def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | Cache = True,
                      transcript_backend: str | None = None, face_index: int | None = None,
                      pick: tuple[float, float] | None = None, whisper: bool = True,
-                     options: PreprocessOptions | None = None) -> dict:
+                     options: PreprocessOptions | None = None, whisper_layers: str = "final") -> dict:
     """Face track + audio features (+ transcript) of one file, from the cache when possible."""
     from echo_cli.features import audio as A
     from echo_cli.preprocess import face as F
     from echo_cli.preprocess import transcript as TR
 
     opts = options or PreprocessOptions(fps=fps, face_index=face_index, pick=pick, whisper=whisper,
-                                        transcript=transcript_backend)
+                                        transcript=transcript_backend, whisper_layers=whisper_layers)
     path = Path(path)
     c = cache if isinstance(cache, Cache) else Cache(enabled=bool(cache))
     info = _media_info(path)
@@ -99,10 +101,13 @@ def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | C
         def compute_audio():
             nonlocal wave
             wave = A.read_audio(path)
-            return A.audio_features(wave, out_fps, whisper=opts.whisper, n_frames=n_frames, source=str(path))
+            return A.audio_features(wave, out_fps, whisper=opts.whisper, n_frames=n_frames, source=str(path),
+                                    whisper_layers=opts.whisper_layers)
 
-        key = c.key("audio", sha, {"fps": out_fps, "whisper": opts.whisper, "n_frames": n_frames},
-                    A.AUDIO_VERSION)
+        wkey = {"whisper": opts.whisper}
+        if opts.whisper and opts.whisper_layers != "final":      # keys of "final" caches stay valid
+            wkey["whisper_layers"] = opts.whisper_layers
+        key = c.key("audio", sha, {"fps": out_fps, **wkey, "n_frames": n_frames}, A.AUDIO_VERSION)
         audio, cached["audio"] = c.get_or_compute("audio", key, "npz", compute_audio,
                                                   A.save_audio_features, A.load_audio_features, src_info)
     elif info.has_video and not is_image:

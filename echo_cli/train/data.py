@@ -5,6 +5,8 @@ clips of clips/, see the data README) we compute, at FPS = 25:
   motion    (T, D)   MotionSpace.encode(track_face(clip)); pose centred on the clip median
                      (generated pose is an offset from the reference's pose)
   whisper   (T, 512) Whisper-base encoder features; mel (T, 80) log-mel (features.audio)
+  whisper_mid (T, 1024) the encoder's hidden states after blocks 2 and 3 (features.whisper_layers),
+                     cached in a file of their own so adding them never re-tracks a face
   identity  (D,)     identity_vector(): the clip's neutral face in motion-space codes
   visemes   (T,)     viseme ids from the faster-whisper word timings (features.phonetic)
 Speech without video (../shared/data/audio and espeak-ng synthetic speech) gives audio +
@@ -85,10 +87,25 @@ class ClipData:
     visemes: np.ndarray               # (T,) int64, -1 = unknown
     energy: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     neutral: np.ndarray | None = None  # (478, 3) canonical neutral (for decoding in eval)
+    whisper_mid: np.ndarray | None = None  # (T, 1024) Whisper blocks 2-3 (audio_input "whisper_mid")
 
     @property
     def n_frames(self) -> int:
         return int(self.mel.shape[0])
+
+    def has_audio(self, kind: str) -> bool:
+        """Whether the generator input `kind` (model.audio_encoder.AUDIO_INPUTS) can be built."""
+        return kind == "mel" or (self.whisper_mid if kind == "whisper_mid" else self.whisper) is not None
+
+    def audio(self, kind: str) -> np.ndarray:
+        """The generator's audio matrix (T, Fa) for input `kind`."""
+        if not self.has_audio(kind):
+            raise ValueError(f"{self.name} has no Whisper features ('{kind}')")
+        if kind == "whisper_mid":
+            return self.whisper_mid
+        from echo_cli.model.audio_encoder import combine_rows
+
+        return combine_rows(kind, self.whisper, self.mel)
 
 
 #################################################################################
@@ -140,6 +157,29 @@ def _word_timings(wave: np.ndarray):
     return words
 
 
+def with_mid_features(c: ClipData, path: Path, use_cache: bool = True) -> ClipData:
+    """c with whisper_mid (T, 1024) for the audio of `path`, T = c.n_frames (cached); unchanged
+    when the Whisper model is not installed."""
+    import dataclasses
+
+    from echo_cli.errors import DependencyError
+    from echo_cli.features.audio import frame_centres, read_audio, whisper_encoder_features
+
+    ck = cache_dir() / f"{path.stem}-{_key(path, 'whisper-mid')}.npz"
+    if use_cache and ck.is_file():
+        with np.load(ck, allow_pickle=False) as z:
+            mid = z["whisper_mid"]
+        if mid.shape[0] == c.n_frames:
+            return dataclasses.replace(c, whisper_mid=mid)
+    try:
+        mid = whisper_encoder_features(read_audio(path), frame_centres(c.n_frames, FPS), layers="mid")
+    except DependencyError as e:
+        LOG.warning("no Whisper mid-layer features for %s (%s)", path.name, e)
+        return c
+    _save_npz(ck, {"whisper_mid": mid.astype(np.float32)})
+    return dataclasses.replace(c, whisper_mid=mid)
+
+
 def process_clip(path: Path, speaker: str, space, use_cache: bool = True) -> ClipData:
     from echo_cli.features.audio import audio_features, read_audio
     from echo_cli.features.phonetic import viseme_track
@@ -147,7 +187,7 @@ def process_clip(path: Path, speaker: str, space, use_cache: bool = True) -> Cli
     ck = cache_dir() / f"{path.stem}-{_key(path, 'video')}.npz"
     if use_cache and ck.is_file():
         z = np.load(ck, allow_pickle=False)
-        return _from_npz(z, path.stem, speaker)
+        return with_mid_features(_from_npz(z, path.stem, speaker), path, use_cache)
     from echo_cli.preprocess.face import track_face
 
     track = track_face(path, fps=FPS)
@@ -165,7 +205,7 @@ def process_clip(path: Path, speaker: str, space, use_cache: bool = True) -> Cli
                   valid=track.valid.astype(bool),
                   words=np.array(json.dumps([[w.text, w.start, w.end] for w in words])))
     _save_npz(ck, arrays)
-    return _from_npz(np.load(ck, allow_pickle=False), path.stem, speaker)
+    return with_mid_features(_from_npz(np.load(ck, allow_pickle=False), path.stem, speaker), path, use_cache)
 
 
 def process_audio_only(path: Path, space_dim: int, use_cache: bool = True, words=None,
@@ -175,7 +215,7 @@ def process_audio_only(path: Path, space_dim: int, use_cache: bool = True, words
 
     ck = cache_dir() / f"{path.stem}-{_key(path, 'audio')}.npz"
     if use_cache and ck.is_file():
-        return _from_npz(np.load(ck, allow_pickle=False), path.stem, speaker)
+        return with_mid_features(_from_npz(np.load(ck, allow_pickle=False), path.stem, speaker), path, use_cache)
     wave = read_audio(path)
     feats = audio_features(wave, FPS, whisper=True, source=str(path))
     words = _word_timings(wave) if words is None else words
@@ -186,7 +226,7 @@ def process_audio_only(path: Path, space_dim: int, use_cache: bool = True, words
                   energy=feats.energy.astype(np.float32),
                   words=np.array(json.dumps([[w.text, w.start, w.end] for w in words])))
     _save_npz(ck, arrays)
-    return _from_npz(np.load(ck, allow_pickle=False), path.stem, speaker)
+    return with_mid_features(_from_npz(np.load(ck, allow_pickle=False), path.stem, speaker), path, use_cache)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -304,7 +344,8 @@ def shift_clip(c: ClipData, lag: int) -> ClipData:
     return ClipData(name=c.name, speaker=c.speaker, motion=c.motion[v],
                     whisper=None if c.whisper is None else c.whisper[a], mel=c.mel[a],
                     identity=c.identity, visemes=c.visemes[a],
-                    energy=c.energy[a] if len(c.energy) else c.energy, neutral=c.neutral)
+                    energy=c.energy[a] if len(c.energy) else c.energy, neutral=c.neutral,
+                    whisper_mid=None if c.whisper_mid is None else c.whisper_mid[a])
 
 
 def align_speech(clips: list[ClipData], space) -> list[ClipData]:

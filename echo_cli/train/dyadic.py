@@ -150,34 +150,48 @@ def mouth_measure(space, motion: np.ndarray, neutral: np.ndarray) -> np.ndarray:
 _SILENCE: dict = {}
 
 
+def _whisper_args(audio_input: str) -> dict:
+    """audio_features keywords for the Whisper features `audio_input` reads."""
+    from echo_cli.model.audio_encoder import WHISPER_LAYERS_OF
+
+    layers = WHISPER_LAYERS_OF[audio_input]
+    return {"whisper": layers is not None, "whisper_layers": layers or "final"}
+
+
 def silence_features(n: int, audio_input: str):
     """Generator audio features and AudioFeatures of n frames of silence (computed once)."""
-    from echo_cli.features.audio import audio_features
+    from echo_cli.features.audio import WHISPER_LAYERS, audio_features
+    from echo_cli.model.audio_encoder import combine_rows
 
-    want_whisper = audio_input != "mel"
-    key = "whisper" if want_whisper else "mel"
+    wa = _whisper_args(audio_input)
+    key = wa["whisper_layers"] if wa["whisper"] else "mel"
+    key = "whisper" if key == "final" else key           # the cache name of the first "final" files
     if key not in _SILENCE:
         ck = cache_dir() / f"silence-{key}-{CACHE_VERSION}.npz"
         if ck.is_file():
             z = np.load(ck)
             _SILENCE[key] = {k: z[k] for k in z.files}
         else:
-            f = audio_features(np.zeros(int(16000 * 4.0), np.float32), FPS, whisper=want_whisper, n_frames=100)
+            f = audio_features(np.zeros(int(16000 * 4.0), np.float32), FPS, n_frames=100, **wa)
             d = {"mel": f.mel, "energy": f.energy,
-                 "whisper": f.whisper if f.whisper is not None else np.zeros((100, 512), np.float32)}
+                 "whisper": f.whisper if f.whisper is not None
+                 else np.zeros((100, WHISPER_LAYERS[wa["whisper_layers"]]), np.float32)}
             np.savez(ck, **d)
             _SILENCE[key] = d
     f = _SILENCE[key]
     # silence is stationary: tile its middle frame
     row = {k: v[50] for k, v in f.items()}
     mel = np.tile(row["mel"], (n, 1)); wh = np.tile(row["whisper"], (n, 1))
-    gen = {"mel": mel, "whisper": wh, "whisper+mel": np.concatenate([wh, mel], 1)}[audio_input]
+    gen = combine_rows(audio_input, wh, mel)
     return gen.astype(np.float32), mel.astype(np.float32), np.full(n, float(row["energy"]), np.float32)
 
 
 def _gen_matrix(f, audio_input: str, n: int) -> np.ndarray:
-    wh = f.whisper if f.whisper is not None else np.zeros((n, 512), np.float32)
-    return {"mel": f.mel, "whisper": wh, "whisper+mel": np.concatenate([wh, f.mel], 1)}[audio_input].astype(np.float32)
+    from echo_cli.features.audio import WHISPER_LAYERS
+    from echo_cli.model.audio_encoder import combine_rows
+
+    wh = f.whisper if f.whisper is not None else np.zeros((n, WHISPER_LAYERS[f.whisper_layers]), np.float32)
+    return combine_rows(audio_input, wh, f.mel).astype(np.float32)
 
 
 def clip_wave(name: str, data_dir: Path | None) -> np.ndarray | None:
@@ -204,7 +218,7 @@ def gated_features(wave: np.ndarray, silent: np.ndarray, audio_input: str, fps: 
     w = np.asarray(wave, np.float32)[: int(round(n * hop))].copy()
     for t in np.flatnonzero(silent):
         w[int(round(t * hop)):int(round((t + 1) * hop))] = 0.0
-    f = audio_features(w, fps, whisper=audio_input != "mel", n_frames=n)
+    f = audio_features(w, fps, n_frames=n, **_whisper_args(audio_input))
     return _gen_matrix(f, audio_input, n)
 
 
@@ -311,12 +325,7 @@ def prepare_speech(c, space, audio_input: str, data_dir: Path | None = None) -> 
     from echo_cli.lcu.hbcu import user_audio_features
 
     T = c.n_frames
-    if audio_input == "mel":
-        gen = c.mel
-    elif audio_input == "whisper":
-        gen = c.whisper
-    else:
-        gen = np.concatenate([c.whisper, c.mel], 1)
+    gen = c.audio(audio_input)
     energy = c.energy if len(c.energy) else np.full(T, -80.0, np.float32)
     vad = speech_vad(c, data_dir, T)
     neutral = c.neutral if c.neutral is not None else space.template

@@ -109,12 +109,9 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
     from echo_cli.config import resolve_settings
     from echo_cli.eval.metrics import best_lag_correlation, pearson
     from echo_cli.generate.engine import generate_all
-    from echo_cli.model.audio_encoder import audio_matrix
     from echo_cli.model.checkpoint import load_generator
     from echo_cli.motion.space import default_space
-    from echo_cli.schema import AudioFeatures
     from echo_cli.train import data as D
-
     torch.set_num_threads(1)
     space = default_space()
     settings = settings or resolve_settings("default")
@@ -133,9 +130,7 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
         for mp in model_paths:
             model, conf = load_generator(mp)
             tag = _tag(mp, model_paths)
-            feats = AudioFeatures(fps=D.FPS, mel=c.mel, energy=c.energy, vad=np.ones(c.n_frames, bool),
-                                  whisper=c.whisper)
-            audio, quiet = model.gate_audio(audio_matrix(feats, model.cfg.audio_input), c.energy)
+            audio, quiet = model.gate_audio(c.audio(model.cfg.audio_input), c.energy)
             inp = {"audio": audio, "identity": c.identity, "quiet": quiet}
             corrs, lags, envs, seams = [], [], [], []
             for s in seeds:

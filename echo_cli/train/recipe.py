@@ -42,9 +42,22 @@ class Recipe:
     # measurements use too). quiet_gate: digital silence reads as silence and the mouth
     # prior rests there (without it the ridge prior kept the lips moving while listening,
     # 0.42x on rendered video); prior_gain: the ridge's shrunken output scaled back by the
-    # least-squares slope of the training clips' mouth codes on its in-sample predictions
-    # (1.61-2.19 over the 10 mouth components, mean 1.9; docs/generator.md "Quiet gate").
-    inference: tuple = (("quiet_gate", True), ("prior_gain", 1.9))
+    # least-squares slope of the training clips' mouth codes on its in-sample predictions,
+    # "calibrated" = the slope stage 1 measured when it fitted the ridge (its mean over the
+    # mouth components; 1.9 for the 2026-12-04 ridge; docs/generator.md "Quiet gate").
+    inference: tuple = (("quiet_gate", True), ("prior_gain", "calibrated"))
+
+
+def resolve_inference(inference: tuple, stage1_config: dict) -> dict:
+    """The recipe's inference settings with "calibrated" replaced by stage 1's measurement."""
+    out = dict(inference)
+    if out.get("prior_gain") == "calibrated":
+        slope = ((stage1_config.get("training") or {}).get("ridge_prior") or {}).get("calibration_slope")
+        if slope is None:
+            raise UsageError("prior_gain 'calibrated' needs a ridge prior fitted by stage 1",
+                             fix="use a ridge mouth prior, or give prior_gain a number")
+        out["prior_gain"] = float(slope)
+    return out
 
 
 RECIPES = {"default": Recipe()}
@@ -78,13 +91,15 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
 
     gen, lcu, cfg2 = stage2.load_stage2(out / "stage2" / "model.safetensors")
     # the packaged inference settings apply to the recipe's own measurements too
-    gen.cfg = dataclasses.replace(gen.cfg, **dict(r.inference))
+    inference = resolve_inference(r.inference, load_checkpoint(out / "stage1" / "model.safetensors")[1])
+    gen.cfg = dataclasses.replace(gen.cfg, **inference)
     space = default_space()
     tensors, _ = load_checkpoint(out / "stage2" / "model.safetensors")
     ms_t, ms_c = space.state_dict()
     tensors.update({f"motion_space.{k}": torch.as_tensor(v) for k, v in ms_t.items()})
-    config = {"generator": {**cfg2["generator"], **dict(r.inference)}, "lcu": cfg2["lcu"], "motion_space": ms_c,
-              "training": {"recipe": recipe, **asdict(r), "command": f"echo-cli train --recipe {recipe}",
+    config = {"generator": {**cfg2["generator"], **inference}, "lcu": cfg2["lcu"], "motion_space": ms_c,
+              "training": {"recipe": recipe, **asdict(r), "inference_resolved": inference,
+                           "command": f"echo-cli train --recipe {recipe}",
                            "stage1": s1.get("final", {}), "stage2": s2.get("final", {}),
                            "stage2_config": cfg2.get("training", {}).get("stage2", {}),
                            "data": cfg2.get("training", {}).get("data", {})},
@@ -167,8 +182,11 @@ def write_model_card(path: Path, config: dict, size: int, data=None) -> None:
         "",
         "- Stage 1: talking-head training on real speech clips (lip sync), user context dropped; "
         f"generator overrides of the preset: {dict(tr.get('stage1_model') or ()) or 'none (frozen ridge mouth prior)'}.",
-        f"- Inference settings packaged with the generator: {dict(tr.get('inference') or ()) or 'none'} "
-        "(quiet_gate / prior_gain: docs/generator.md \"Quiet gate and prior gain\").",
+        f"- Inference settings packaged with the generator: {tr.get('inference_resolved') or dict(tr.get('inference') or ()) or 'none'} "
+        f"(recipe: {dict(tr.get('inference') or ()) or 'none'}; \"calibrated\" = stage 1's least-squares slope of the "
+        "training mouth codes on the ridge prior; docs/generator.md \"Quiet gate and prior gain\").",
+        f"- Audio features: `{config['generator'].get('audio_input')}` (model/audio_encoder.py; "
+        "\"whisper_mid\" = Whisper-base encoder blocks 2-3, docs/generator.md \"Whisper's middle layers\").",
         "- Stage 2: LCU + generator jointly on dyadic conversations *constructed* from single-person clips "
         "(train/dyadic.py, docs/lcu.md): avatar speaking windows from real speech clips, listening windows "
         "from real non-speaking clips edited by literature rules (closed mouth, delayed smile mirroring "

@@ -36,7 +36,7 @@ LOG = log.get("echo_cli.train.stage1")
 @dataclass(frozen=True)
 class Stage1Config:
     preset: str = "tiny"
-    audio_input: str = "whisper"
+    audio_input: str = "whisper_mid"  # model.audio_encoder.AUDIO_INPUTS
     window: int = 32                 # T: noisy frames per training window
     t_prev: int = 8                  # clean context frames (as the default render preset)
     batch: int = 8
@@ -58,17 +58,9 @@ class Stage1Config:
 #                                 Batching                                      #
 #################################################################################
 
-def _audio(c: ClipData, kind: str) -> np.ndarray:
-    if kind == "mel":
-        return c.mel
-    if c.whisper is None:
-        raise ValueError(f"{c.name} has no Whisper features")
-    return c.whisper if kind == "whisper" else np.concatenate([c.whisper, c.mel], 1)
-
-
 def fit_stats(clips: list[ClipData], kind: str) -> dict:
     m = np.concatenate([c.motion for c in clips])
-    a = np.concatenate([_audio(c, kind) for c in clips])
+    a = np.concatenate([c.audio(kind) for c in clips])
     ids = np.stack([c.identity for c in clips])
     return {"motion_mean": m.mean(0), "motion_std": m.std(0) + 1e-4,
             "feat_mean": a.mean(0), "feat_std": a.std(0) + 1e-4,
@@ -124,13 +116,13 @@ class Batcher:
         self.N = cfg.t_prev + cfg.window
         self.items = [c for c in clips if c.n_frames >= self.N]
         self.motion = [((c.motion - stats["motion_mean"]) / stats["motion_std"]).astype(np.float32) for c in self.items]
-        self.audio = [_audio(c, cfg.audio_input).astype(np.float32) for c in self.items]
+        self.audio = [c.audio(cfg.audio_input).astype(np.float32) for c in self.items]
         w = np.array([c.n_frames for c in self.items], np.float64)
         self.p = w / w.sum()
         self.ao = []
         if cfg.use_audio_only and cfg.audio_only_weight > 0 and audio_only:
             table = viseme_mouth_table(self.items, mouth, stats, n_visemes)
-            self.ao = [(audio_only_motion(c, table, mouth, stats), _audio(c, cfg.audio_input).astype(np.float32), c)
+            self.ao = [(audio_only_motion(c, table, mouth, stats), c.audio(cfg.audio_input).astype(np.float32), c)
                        for c in audio_only if c.n_frames >= self.N and (c.visemes >= 0).any()]
         self.dim_w = (1.0 + cfg.lip_weight * np.asarray(lip_mask, np.float32)).astype(np.float32)
         self.mouth_only = np.zeros_like(self.dim_w)
@@ -221,6 +213,23 @@ def net_module(net):
     return getattr(net, "module", net)
 
 
+def prior_scorer(clips: list[ClipData], stats: dict, mouth: slice, space):
+    """score(i, pred) for clip i: the lip-sync evaluation's own measure of a mouth prior
+    (normalised mouth codes, every other component at its mean, decoded on the clip's neutral;
+    correlation with the real mouth opening at the best lag |L| <= MAX_LAG)."""
+    from echo_cli.eval.metrics import best_lag_correlation
+    from echo_cli.train.lipsync_eval import MAX_LAG, mouth_from_motion
+
+    real = [mouth_from_motion(space, c.motion, c.neutral) for c in clips]
+
+    def score(i, pred):
+        z = np.zeros_like(clips[i].motion)
+        z[:, mouth] = pred
+        mot = z * stats["motion_std"] + stats["motion_mean"]
+        return best_lag_correlation(mouth_from_motion(space, mot, clips[i].neutral), real[i], MAX_LAG)[0]
+    return score
+
+
 def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cfg: Stage1Config,
                     stats: dict, mouth: slice, space=None) -> tuple[dict, dict]:
     """Fit the frozen ridge mouth prior (train/mouth_ridge.py) into `model`; returns the priors
@@ -232,21 +241,12 @@ def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cf
 
     enc = model.audio_enc
     k = enc.prior_context
-    norm = lambda c: ((_audio(c, cfg.audio_input) - stats["feat_mean"]) / stats["feat_std"]).astype(np.float32)
+    norm = lambda c: ((c.audio(cfg.audio_input) - stats["feat_mean"]) / stats["feat_std"]).astype(np.float32)
     feats = [norm(c) for c in train]
     targets = [(c.motion[:, mouth] - stats["motion_mean"][mouth]) / stats["motion_std"][mouth] for c in train]
     score = None
     if space is not None and all(c.neutral is not None for c in train):
-        from echo_cli.eval.metrics import best_lag_correlation
-        from echo_cli.train.lipsync_eval import MAX_LAG, mouth_from_motion
-
-        real = [mouth_from_motion(space, c.motion, c.neutral) for c in train]
-
-        def score(i, pred):
-            z = np.zeros_like(train[i].motion)
-            z[:, mouth] = pred
-            mot = z * stats["motion_std"] + stats["motion_mean"]     # every other component at its mean
-            return best_lag_correlation(mouth_from_motion(space, mot, train[i].neutral), real[i], MAX_LAG)[0]
+        score = prior_scorer(train, stats, mouth, space)
     rp = mouth_ridge.fit(feats, targets, [c.speaker for c in train], [c.name for c in train],
                          rank=enc.prior_proj.shape[1], context=k, score=score)
     enc.set_ridge(rp.proj, rp.weight, rp.bias)
@@ -254,8 +254,15 @@ def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cf
               for c, f in zip(train, feats)}
     for c in audio_only:
         priors[c.name] = mouth_ridge.apply(rp, norm(c), k).astype(np.float32)
+    # the ridge shrinks its output toward the mean; the least-squares slope of the training
+    # targets on its in-sample predictions says by how much (the recipe's prior_gain)
+    pred = np.concatenate([mouth_ridge.apply(rp, f, k) for f in feats])
+    tgt = np.concatenate(targets)
+    pc, tc = pred - pred.mean(0), tgt - tgt.mean(0)
+    slope = (pc * tc).sum(0) / np.maximum((pc ** 2).sum(0), 1e-12)
     info = {"lambda": rp.lam, "loso_cv": {f"{lam:g}": round(v, 4) for lam, v in rp.cv.items()},
-            "rank": int(rp.proj.shape[1]), "context": k, "loso_prior": cfg.loso_prior}
+            "rank": int(rp.proj.shape[1]), "context": k, "loso_prior": cfg.loso_prior,
+            "calibration_slope": round(float(slope.mean()), 2)}
     LOG.info("ridge mouth prior: lambda %g (leave-one-speaker-out CV %s)", rp.lam, info["loso_cv"])
     return priors, info
 
@@ -326,10 +333,10 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     else:
         train, val = clips, []
         layout = synthetic_layout(clips[0].motion.shape[1])
-    if any(c.whisper is None for c in train) and cfg.audio_input != "mel":
+    if not all(c.has_audio(cfg.audio_input) for c in train):
         LOG.warning("some clips lack Whisper features: training on log-mel")
         cfg = replace(cfg, audio_input="mel")
-    audio_only = [c for c in (audio_only or []) if cfg.audio_input == "mel" or c.whisper is not None]
+    audio_only = [c for c in (audio_only or []) if c.has_audio(cfg.audio_input)]
 
     mcfg = make_config(cfg.preset, layout, audio_input=cfg.audio_input, **(model_overrides or {}))
     torch.manual_seed(loop.seed)
