@@ -26,7 +26,10 @@ next() calls. Stages: decode (video + audio), face track, transcription, audio f
 LCU (user context + turn emotions), generation, rendering, layout (side-by-side), encoding
 (time the pipeline waits on the libx264 pipe), muxing (the writer's close: encoder flush,
 sound, final MP4; plus mux() where used); what no stage claims is "other"
-(glue, cache I/O, model load, imports: each named in the table).
+(glue, cache I/O, model load, imports: each named in the table). Generation runs a chunk or
+two ahead in its own thread (generate/ahead.py), so stage times are per thread: the calling
+thread's stages plus "other" (its waits on the producer included) partition render(), and
+the table's totals, both threads together, may add up to more.
 
 Options (--set key=value): data=DIR, spec=dialogue.yaml (default: built from the data like
 samples/real_dialogue.yaml), preset=NAME (default "default"), size=PX (or --sizes 512),
@@ -93,6 +96,10 @@ class StageProfiler:
 
     def __init__(self) -> None:
         self.exclusive: dict[str, float] = defaultdict(float)
+        # the calling thread's share: its stages partition render()'s wall time, while a
+        # producer thread (generate/ahead.py) runs beside it and is charged in `exclusive` too
+        self.exclusive_main: dict[str, float] = defaultdict(float)
+        self._main = threading.get_ident()
         self.exclusive_cpu: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._tls = threading.local()
@@ -114,6 +121,8 @@ class StageProfiler:
         el = time.perf_counter() - t0
         cpu = time.process_time() - c0      # all threads of this process (torch, cv2 pools)
         self.exclusive[stage] += el - child
+        if threading.get_ident() == self._main:
+            self.exclusive_main[stage] += el - child
         self.exclusive_cpu[stage] += cpu - child_cpu
         self.calls[stage] += 1
         if stack:
@@ -196,11 +205,14 @@ class StageProfiler:
 
     def result(self, total: float, total_cpu: float | None = None) -> dict:
         stages = {s: round(self.exclusive.get(s, 0.0), 3) for s in STAGE_POINTS}
-        stages["other"] = round(max(0.0, total - sum(stages.values())), 3)
+        main = {s: round(self.exclusive_main.get(s, 0.0), 3) for s in STAGE_POINTS}
+        # "other" completes the calling thread's partition (time it waits on the producer
+        # thread included); stage totals count both threads, so they may exceed render()
+        stages["other"] = main["other"] = round(max(0.0, total - sum(main.values())), 3)
         cpu = {s: round(self.exclusive_cpu.get(s, 0.0), 3) for s in STAGE_POINTS}
         if total_cpu is not None:
             cpu["other"] = round(max(0.0, total_cpu - sum(cpu.values())), 3)
-        return {"stages": stages, "stages_cpu": cpu, "calls": dict(self.calls), "missing": self.missing}
+        return {"stages": stages, "stages_main_thread": main, "stages_cpu": cpu, "calls": dict(self.calls), "missing": self.missing}
 
 
 def timing_checkpoint(folder: str | Path) -> Path:
@@ -444,6 +456,7 @@ def run(args) -> dict:
                "fps": round(r["frames"] / r["process_s"], 3) if r.get("frames") else None,
                "cpu_s": r["cpu_s"], "peak_mb": r["peak_mb"],
                **{f"stage_{k}": v for k, v in st.items()},
+               **{f"main_{k}": v for k, v in (r.get("profile") or {}).get("stages_main_thread", {}).items()},
                **{f"cpu_{k}": v for k, v in (r.get("profile") or {}).get("stages_cpu", {}).items()},
                "render_cpu_s": r.get("render_cpu_s"),
                "render_timings": r.get("render_timings"), "threads": r.get("threads"),

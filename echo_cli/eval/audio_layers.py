@@ -49,7 +49,15 @@ def _part(c, hid: np.ndarray, part: str) -> np.ndarray:
     return hid[:, int(part)]
 
 
-def run(sets=DEFAULT_SETS, ranks=(256, 512), context: int = 3, data=None) -> list[dict]:
+def _normed(x: np.ndarray, norm: str) -> np.ndarray:
+    """"clip": each clip's features centred and scaled by its own statistics first (cepstral
+    mean/variance normalisation, the classic remedy for speaker and channel differences)."""
+    if norm == "clip":
+        return (x - x.mean(0)) / (x.std(0) + 1e-4)
+    return x
+
+
+def run(sets=DEFAULT_SETS, ranks=(256, 512), context: int = 3, data=None, norms=("global",)) -> list[dict]:
     from echo_cli.features.whisper_layers import load_encoder
     from echo_cli.model.generator import layout_from_motion_space
     from echo_cli.motion.space import default_space
@@ -80,9 +88,9 @@ def run(sets=DEFAULT_SETS, ranks=(256, 512), context: int = 3, data=None) -> lis
     v_score = prior_scorer(val, stats, mouth, space)
     target = lambda c: (c.motion[:, mouth] - stats["motion_mean"][mouth]) / stats["motion_std"][mouth]  # noqa: E731
     rows = []
-    for spec in sets:
+    for spec, nm in [(s_, n_) for s_ in sets for n_ in norms]:
         parts = spec.split("+")
-        feat = lambda c: np.concatenate([_part(c, hid[c.name], p) for p in parts], 1)  # noqa: E731
+        feat = lambda c: _normed(np.concatenate([_part(c, hid[c.name], p) for p in parts], 1), nm)  # noqa: E731
         allf = np.concatenate([feat(c) for c in train])
         mu, sd = allf.mean(0), allf.std(0) + 1e-4
         del allf
@@ -93,7 +101,7 @@ def run(sets=DEFAULT_SETS, ranks=(256, 512), context: int = 3, data=None) -> lis
                                  rank=min(rank, len(mu)), context=context, score=t_score)
             held = {c.name: v_score(i, mouth_ridge.apply(rp, norm(c), context)) for i, c in enumerate(val)}
             n = sum(c.n_frames for c in val)
-            row = {"features": spec, "width": int(len(mu)), "rank": min(rank, len(mu)), "lambda": rp.lam,
+            row = {"features": spec + ("" if nm == "global" else f" ({nm} norm)"), "width": int(len(mu)), "rank": min(rank, len(mu)), "lambda": rp.lam,
                    "cv_train_speakers": round(rp.cv[rp.lam], 3),
                    "held_out": round(sum(held[c.name] * c.n_frames for c in val) / n, 3),
                    **{k: round(v, 3) for k, v in held.items()}}
@@ -117,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sets", default=",".join(DEFAULT_SETS), help="comma list of feature sets (see above)")
     p.add_argument("--ranks", default="256,512")
     p.add_argument("--context", type=int, default=3)
+    p.add_argument("--norms", default="global", help="comma list: global (training statistics) and/or clip")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     log.setup(0)
-    rows = run(tuple(a.sets.split(",")), tuple(int(r) for r in a.ranks.split(",")), a.context)
+    rows = run(tuple(a.sets.split(",")), tuple(int(r) for r in a.ranks.split(",")), a.context,
+               norms=tuple(a.norms.split(",")))
     print(markdown(rows))
     if a.json:
         from echo_cli.io_atomic import write_text
