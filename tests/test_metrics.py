@@ -126,6 +126,14 @@ def test_mouth_std_ratio():
     assert M.mouth_std_ratio(tail, speaking) > 1.5 * r
     assert M.mouth_std_ratio(tail, speaking, margin=10) == pytest.approx(
         M.mouth_std_ratio(mouth, speaking, margin=10))
+    # lips parting ahead of the next turn: counted unless `before` drops them
+    sp2 = np.r_[speaking, np.ones(50, bool)]
+    m2 = np.r_[mouth, 0.2 + 0.1 * rng.standard_normal(50)]
+    pre = m2.copy()
+    pre[190:200] = np.linspace(0.05, 0.4, 10)
+    assert M.mouth_std_ratio(pre, sp2, margin=10) > 1.5 * M.mouth_std_ratio(m2, sp2, margin=10)
+    assert M.mouth_std_ratio(pre, sp2, margin=10, before=10) == pytest.approx(
+        M.mouth_std_ratio(m2, sp2, margin=10, before=10))
     # listening restricted to given frames (e.g. the user's turns)
     lis = np.zeros(200, bool); lis[150:] = True
     assert np.isfinite(M.mouth_std_ratio(mouth, speaking, lis))

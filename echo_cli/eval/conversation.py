@@ -1,6 +1,7 @@
 """Held-out conversations rendered and measured on the video (issue 7's rendered-video checks).
 
     python -m echo_cli.eval.conversation [--checkpoint CKPT] [--out runs/conv-eval] [--ablate lpe] [--set cfg_user=2]
+                                         [--seeds 0,1,2]
 
 For each held-out pair (two speakers stage 1 and stage 2 never trained on: sty_reagan_clip1
 and d6) a 20 s conversation is built from ../shared/data and rendered with `echo-cli render`:
@@ -16,7 +17,9 @@ and d6) a 20 s conversation is built from ../shared/data and rendered with `echo
 The rendered MP4 is then measured like any video (`eval.measure`: MediaPipe re-detection,
 no smoothing) and scored by `eval.suite.evaluate` with the user video and the turns:
 - mouth_std_ratio: std of mouth opening in user turns / in avatar turns (0.2 s after each
-  turn change dropped) — issue 7's "listening is not speaking" (≤ 0.35);
+  turn change dropped) — issue 7's "listening is not speaking" (≤ 0.35); also with 0.2 s
+  dropped before each change too (`_both_sides`: the lips part ahead of the voice, so the
+  last 0.2 s of a user turn hold the avatar's preparation to speak) and with none dropped;
 - follow: avatar nod/smile onsets 0.2–1.5 s after user smile onsets and pauses (the user's
   VAD pauses inside user turns and the ends of user turns), pooled over the pairs, against
   circularly shifted user events (eval/events.py).
@@ -114,23 +117,30 @@ def measure_conversation(video: Path, dialogue: Path, user_clip: Path, user_wav:
     res["conversation"].update(follow_rate=fr["rate"], follow_chance=fr["chance"], follow_p=fr["p"],
                                follow_user_events=fr["n_user_events"],
                                follow_avatar_events_per_s=fr["avatar_rate_per_s"])
-    res["conversation"]["mouth_std_ratio_no_margin"] = float(_ratio_no_margin(m, turns))
+    res["conversation"]["mouth_std_ratio_no_margin"] = float(_listening_ratio(m, turns))
+    res["conversation"]["mouth_std_ratio_both_sides"] = float(_listening_ratio(m, turns, round(0.2 * m.fps)))
     return res, (u_ev, a_ev, T)
 
 
-def _ratio_no_margin(m, turns) -> float:
+def _listening_ratio(m, turns, margin: int = 0) -> float:
+    """The listening ratio with `margin` frames dropped on both sides of every turn change
+    (0: none dropped; the suite's own figure drops 0.2 s after each change only)."""
     from echo_cli.eval import measure as ME
     from echo_cli.eval import metrics as M
     from echo_cli.eval.suite import turn_mask
 
     T = m.n_frames
     return M.mouth_std_ratio(ME.mouth_series(m.landmarks), turn_mask(turns, "avatar", m.fps, T),
-                             turn_mask(turns, "user", m.fps, T), 0)
+                             turn_mask(turns, "user", m.fps, T), margin, margin)
 
 
 def run(checkpoint=None, out: str | Path = "runs/conv-eval", data=None, ablate=(), plan: ConversationPlan = ConversationPlan(),
-        pairs=HELDOUT_PAIRS, render: bool = True, overrides: dict | None = None) -> dict:
-    """overrides: render settings over the preset (e.g. {"cfg_user": 2.0}), as CLI flags would."""
+        pairs=HELDOUT_PAIRS, render: bool = True, overrides: dict | None = None, seeds=(0,)) -> dict:
+    """overrides: render settings over the preset (e.g. {"cfg_user": 2.0}), as CLI flags would.
+    seeds: each pair rendered once per sampling seed; the follow test pools every render
+    (one seed's 14 user events leave a p-value that a second seed may or may not repeat)."""
+    from dataclasses import replace
+
     from echo_cli.api.render import render as do_render
     from echo_cli.eval import events as EV
     from echo_cli.train.data import shared_data_dir
@@ -138,18 +148,20 @@ def run(checkpoint=None, out: str | Path = "runs/conv-eval", data=None, ablate=(
     data = Path(data) if data else shared_data_dir()
     out = Path(out)
     rows, pooled = [], []
-    for av, us in pairs:
-        tag = f"{Path(av).stem}__{Path(us).stem}"
+    by_seed: dict[int, list] = {}
+    for seed, (av, us) in [(sd, pr) for sd in seeds for pr in pairs]:
+        tag = f"{Path(av).stem}__{Path(us).stem}" + (f"__seed{seed}" if seed != plan.seed else "")
         folder = out / tag
-        dlg = build_dialogue(data / av, data / us, folder, plan)
+        dlg = build_dialogue(data / av, data / us, folder, replace(plan, seed=seed))
         video = folder / "render.mp4"
         if render or not video.is_file():
             r = do_render(dlg, checkpoint=checkpoint, ablate=tuple(ablate), overrides=dict(overrides or {}))
             LOG.info("rendered %s in %s", r["output"], r.get("timings"))
         res, seq = measure_conversation(video, dlg, data / us, folder / "user.wav")
         c = res["conversation"]
-        rows.append({"pair": tag, "mouth_std_ratio": c["mouth_std_ratio"],
+        rows.append({"pair": tag, "seed": seed, "mouth_std_ratio": c["mouth_std_ratio"],
                      "mouth_std_ratio_no_margin": c["mouth_std_ratio_no_margin"],
+                     "mouth_std_ratio_both_sides": c["mouth_std_ratio_both_sides"],
                      "mouth_ratio": c["mouth_ratio"], "follow_rate": c["follow_rate"],
                      "follow_chance": c["follow_chance"], "follow_p": c["follow_p"],
                      "follow_user_events": c["follow_user_events"],
@@ -159,12 +171,17 @@ def run(checkpoint=None, out: str | Path = "runs/conv-eval", data=None, ablate=(
                      "var_expression": res["behaviour"]["var_expression"],
                      "sync_confidence": res["lip_sync"]["sync_confidence"], "env_corr": res["lip_sync"]["env_corr"]})
         pooled.append(seq)
+        by_seed.setdefault(seed, []).append(seq)
     fps = 25.0
     fr = EV.follow_test(pooled, fps, n_shifts=2000)
+    per_seed = {str(sd): EV.follow_test(seqs, fps, n_shifts=2000) for sd, seqs in by_seed.items()} if len(by_seed) > 1 else {}
     ratios = [r["mouth_std_ratio"] for r in rows if r["mouth_std_ratio"] is not None]
+    both = [r["mouth_std_ratio_both_sides"] for r in rows if r["mouth_std_ratio_both_sides"] is not None]
     summary = {"mouth_std_ratio_mean": float(np.mean(ratios)) if ratios else None,
+               "mouth_std_ratio_both_sides_mean": float(np.mean(both)) if both else None,
+               "mouth_std_ratio_both_sides_max": float(np.max(both)) if both else None,
                "mouth_std_ratio_max": float(np.max(ratios)) if ratios else None,
-               "follow_pooled": fr, "checkpoint": str(checkpoint) if checkpoint else "default",
+               "follow_pooled": fr, "follow_per_seed": per_seed, "seeds": list(seeds), "checkpoint": str(checkpoint) if checkpoint else "default",
                "ablate": list(ablate), "settings": dict(overrides or {}), "plan": plan.__dict__, "pairs": [list(p) for p in pairs]}
     doc = {"rows": rows, "summary": summary}
     from echo_cli.io_atomic import write_text
@@ -178,12 +195,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/conv-eval")
     p.add_argument("--data", default=None)
     p.add_argument("--ablate", action="append", default=[])
+    p.add_argument("--seeds", default="0", help="comma list of sampling seeds; each pair is rendered per seed")
     p.add_argument("--no-render", action="store_true", help="measure existing renders only")
     p.add_argument("--set", action="append", default=[], help="render setting key=value over the preset, e.g. cfg_user=2")
     a = p.parse_args(argv)
     log.setup(0)
     over = {k: float(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    doc = run(a.checkpoint, a.out, a.data, a.ablate, render=not a.no_render, overrides=over)
+    doc = run(a.checkpoint, a.out, a.data, a.ablate, render=not a.no_render, overrides=over,
+              seeds=tuple(int(x) for x in a.seeds.split(",")))
     print(json.dumps(doc, indent=2, default=float))
 
 

@@ -314,19 +314,21 @@ def mouth_ratio(mouth, speaking) -> float:
     return float(np.nanmean(m[~s]) / sp)
 
 
-def mouth_std_ratio(mouth, speaking, listening=None, margin: int = 0) -> float:
+def mouth_std_ratio(mouth, speaking, listening=None, margin: int = 0, before: int = 0) -> float:
     """Std of mouth opening while listening / std while speaking (issue 7: ≤ 0.35).
     listening: (T,) bool, default = not speaking. margin: frames dropped after every change
-    of the speaking state (the mouth closing at the end of a turn belongs to neither state).
+    of the speaking state (the mouth closing at the end of a turn belongs to neither state);
+    before: frames dropped before every change as well (the lips part ahead of the voice:
+    100-300 ms in natural audiovisual speech, Chandrasekaran et al. 2009).
     NaN when either class has fewer than 5 frames or the speaking std is 0."""
     m = _f(mouth)
     s = np.asarray(speaking, dtype=bool)[: len(m)]
     m = m[: len(s)]
     li = ~s if listening is None else (np.asarray(listening, dtype=bool)[: len(s)] & ~s)
-    if margin > 0:
+    if margin > 0 or before > 0:
         keep = np.ones(len(s), bool)
         for c in np.flatnonzero(np.diff(s.astype(int)) != 0) + 1:
-            keep[c:c + margin] = False
+            keep[max(0, c - before):c + margin] = False
         s, li = s & keep, li & keep
     ok = np.isfinite(m)
     s, li = s & ok, li & ok
