@@ -65,10 +65,66 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_npz(path: str | Path, arrays: dict) -> None:
-    """Arrays -> .npz at `path`, atomically (every cache and checkpoint-side array file)."""
+def write_npz(path: str | Path, arrays: dict, streamed: dict | None = None) -> None:
+    """Arrays -> .npz at `path`, atomically (every cache and checkpoint-side array file).
+
+    streamed: name -> a float32 row source with `shape` and `blocks()` (generate.rowfile.RowFile),
+    written block by block, never whole in memory; np.load reads it back as an ordinary
+    member (same .npy layout np.savez writes)."""
+    import zipfile
+
     import numpy as np
 
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            if not streamed:
+                np.savez(f, **arrays)
+                return
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, value in arrays.items():
+                    with zf.open(name + ".npy", "w", force_zip64=True) as m:
+                        np.lib.format.write_array(m, np.asanyarray(value), allow_pickle=False)
+                for name, rows in streamed.items():
+                    with zf.open(name + ".npy", "w", force_zip64=True) as m:
+                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                                  "fortran_order": False, "shape": tuple(int(x) for x in rows.shape)}
+                        np.lib.format.write_array_header_2_0(m, header)
+                        for block in rows.blocks():
+                            m.write(np.ascontiguousarray(block, "<f4").tobytes())
+
+
+def read_npz_rows(path: str | Path, name: str, block_bytes: int = 4 << 20):
+    """Member `name` of an .npz, a (rows, cols) float32 matrix, copied block by block into a
+    RowFile (generate.rowfile): the matrix is never whole in memory. None if absent."""
+    import zipfile
+
+    import numpy as np
+
+    from echo_cli.generate.rowfile import RowFile
+
+    with zipfile.ZipFile(path) as zf:
+        if name + ".npy" not in zf.namelist():
+            return None
+        with zf.open(name + ".npy") as m:
+            version = np.lib.format.read_magic(m)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"{name}: .npy format {version} not supported")
+            shape, fortran, dtype = read(m)
+            if len(shape) != 2 or fortran or dtype != np.dtype("<f4"):
+                raise ValueError(f"{name}: not a C-ordered float32 matrix ({dtype}, {shape})")
+            w = RowFile.writer(shape[1])
+            try:
+                left = shape[0] * shape[1] * 4
+                step = max(1, block_bytes // (4 * shape[1])) * 4 * shape[1]
+                while left > 0:
+                    raw = m.read(min(step, left))
+                    if not raw or len(raw) % (4 * shape[1]):
+                        raise ValueError(f"{name}: truncated")
+                    w.write_bytes(raw)
+                    left -= len(raw)
+                return w.finish()
+            except BaseException:
+                w.abort()
+                raise

@@ -122,7 +122,9 @@ def spill_avatar_whisper(pre: dict) -> None:
     feats = avatar_pre.get("audio")
     if feats is None or feats.whisper is None or len(feats.whisper) == 0 or "whisper_rows" in avatar_pre:
         return
-    avatar_pre["whisper_rows"] = RowFile.from_array(np.asarray(feats.whisper, np.float32))
+    rows = feats.whisper
+    # preprocessed with whisper_on_disk the rows are a RowFile already: moved, not copied
+    avatar_pre["whisper_rows"] = rows if isinstance(rows, RowFile) else RowFile.from_array(np.asarray(rows, np.float32))
     avatar_pre["audio"] = dataclasses.replace(feats, whisper=None)
 
 

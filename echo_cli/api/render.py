@@ -290,9 +290,13 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         # Whisper encoder features drive the avatar's lips only (audio_matrix of the avatar
         # track); the user's side uses mel/energy/VAD. Not computing the user's saves its
         # encoder time and a (frames, 512) array held for the whole render (184 MB an hour).
+        # Decoded tracks and the avatar's rows go to temporary files as they are made or
+        # read from the cache (on_disk): an hour's samples (230 MB) and "mid" rows (369 MB)
+        # were the peak of long renders.
         avatar = not key.startswith("user")
         out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
-                         whisper=avatar and layers is not None, whisper_layers=layers or "final")
+                         whisper=avatar and layers is not None, whisper_layers=layers or "final",
+                         on_disk=True)
         if isinstance(out[key], dict):
             out[key]["path"] = str(path)
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))

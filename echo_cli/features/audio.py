@@ -371,10 +371,11 @@ def vad_energy(energy: np.ndarray, fps: float) -> np.ndarray:
 
 
 def whisper_encoder_features(wave: np.ndarray, centres_s: np.ndarray, model=None,
-                             layers: str = "final") -> np.ndarray:
+                             layers: str = "final", on_disk: bool = False):
     """Whisper encoder features interpolated to the given times: (T, WHISPER_LAYERS[layers])
     float32; "final" = the encoder output (CTranslate2), "mid" = the hidden states after
-    blocks 2 and 3 (features/whisper_layers.py); streamed by `encoder_rows`."""
+    blocks 2 and 3 (features/whisper_layers.py); streamed by `encoder_rows`, into a RowFile
+    (generate/rowfile.py) instead of an array when `on_disk`."""
     if layers not in WHISPER_LAYERS:
         raise ValueError(f"unknown Whisper layer set {layers!r}")
     if layers == "mid":
@@ -390,22 +391,35 @@ def whisper_encoder_features(wave: np.ndarray, centres_s: np.ndarray, model=None
         fe = model.feature_extractor
         encode = lambda m: np.asarray(model.encode(np.ascontiguousarray(m[None]).astype(np.float32)),  # noqa: E731
                                       dtype=np.float32)[0]
-    return encoder_rows(wave, centres_s, fe, encode, WHISPER_LAYERS[layers])
+    sink = None
+    if on_disk:
+        from echo_cli.generate.rowfile import RowFile
+
+        sink = RowFile.writer(WHISPER_LAYERS[layers])
+    try:
+        return encoder_rows(wave, centres_s, fe, encode, WHISPER_LAYERS[layers], sink)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
 
 
-def encoder_rows(wave: np.ndarray, centres_s: np.ndarray, fe, encode, width: int) -> np.ndarray:
+def encoder_rows(wave: np.ndarray, centres_s: np.ndarray, fe, encode, width: int, sink=None):
     """(T, width) rows of a Whisper-style encoder (`encode`: one 30-s window's mel from the
     feature extractor `fe` -> (frames, width) at WHISPER_HZ), interpolated to `centres_s`.
 
     Encoded one 30-s window at a time and interpolated straight into the preallocated
     output, so apart from the result only one window (its mel and encoder output, plus
-    the previous window's last row for frames that straddle the seam) is ever held."""
+    the previous window's last row for frames that straddle the seam) is ever held.
+    sink: a RowWriter (generate/rowfile.py) that takes the rows in order instead, and the
+    result is its RowFile: the matrix is then never in memory (an hour of "mid" rows is
+    369 MB)."""
     win = WHISPER_WINDOW_S * SAMPLE_RATE
     n_win = max(1, int(np.ceil(len(wave) / win)))
     n_mel = fe.nb_max_frames                           # 3000 mel frames per 30 s
     per = None                                         # encoder frames per window (1500)
     T = int(centres_s.shape[0])
-    out = np.empty((T, width), np.float32)
+    out = np.empty((T, width), np.float32) if sink is None else None
     prev_last = None                                   # last encoder row of the previous window
     done = 0                                           # frames written so far (centres are sorted)
     j = w = None
@@ -432,11 +446,16 @@ def encoder_rows(wave: np.ndarray, centres_s: np.ndarray, fe, encode, width: int
         if stop > done:
             jj = j[done:stop] - base
             ww = w[done:stop, None]
-            out[done:stop] = (1 - ww) * rows[jj] + ww * rows[jj + 1]
+            block = (1 - ww) * rows[jj] + ww * rows[jj + 1]
+            if sink is None:
+                out[done:stop] = block
+            else:
+                sink.write(block)
+            del block
             done = stop
         prev_last = enc[-1:].copy()
         del enc, rows
-    return out
+    return out if sink is None else sink.finish()
 
 
 def read_audio(path: str | Path) -> np.ndarray:
@@ -472,17 +491,21 @@ def read_audio(path: str | Path) -> np.ndarray:
 
 
 def audio_features(wave: np.ndarray, fps: float, whisper: bool = True, n_frames: int | None = None,
-                   source: str | None = None, whisper_layers: str = "final") -> AudioFeatures:
-    """Features of 16 kHz mono float32 `wave` at `fps` (n_frames defaults to the duration
+                   source: str | None = None, whisper_layers: str = "final",
+                   whisper_on_disk: bool = False) -> AudioFeatures:
+    """Features of 16 kHz mono float32 `wave` (an array, or a media.wave_file.WaveFile read
+    window by window) at `fps` (n_frames defaults to the duration
     rounded to frames; pass the video's frame count to line the two up exactly).
-    whisper_layers: which Whisper features (WHISPER_LAYERS) when `whisper`."""
-    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-    if wave.size == 0:
-        raise InputError("the audio is empty (zero length)", path=source,
-                         fix="use a file with at least a fraction of a second of audio")
-    if not np.isfinite(wave).all():
-        raise InputError("the audio contains NaN or infinite samples", path=source,
-                         fix="re-export the audio as 16-bit PCM")
+    whisper_layers: which Whisper features (WHISPER_LAYERS) when `whisper`; whisper_on_disk:
+    `whisper` is then a RowFile (rows read on demand), for renders of any length."""
+    if not hasattr(wave, "read_all"):     # a media.wave_file.WaveFile was checked as it was decoded
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if wave.size == 0:
+            raise InputError("the audio is empty (zero length)", path=source,
+                             fix="use a file with at least a fraction of a second of audio")
+        if not np.isfinite(wave).all():
+            raise InputError("the audio contains NaN or infinite samples", path=source,
+                             fix="re-export the audio as 16-bit PCM")
     if fps <= 0:
         raise InputError(f"frame rate must be positive, got {fps}", path=source, fix="pass fps > 0")
     duration = wave.size / SAMPLE_RATE
@@ -498,7 +521,7 @@ def audio_features(wave: np.ndarray, fps: float, whisper: bool = True, n_frames:
     wfeat = None
     if whisper:
         try:     # "mid" runs the torch encoder on the same model file (features/whisper_layers.py)
-            wfeat = whisper_encoder_features(wave, c, None, whisper_layers)
+            wfeat = whisper_encoder_features(wave, c, None, whisper_layers, on_disk=whisper_on_disk)
         except DependencyError as e:
             logger.info("no Whisper encoder features: %s", e.message)
     return AudioFeatures(fps=float(fps), mel=mel, energy=energy, vad=vad, whisper=wfeat, duration=duration,
@@ -520,19 +543,29 @@ def save_audio_features(a: AudioFeatures, path: str | Path) -> None:
                   fps=np.array(a.fps, np.float64), duration=np.array(a.duration, np.float64),
                   mel=a.mel.astype(np.float32, copy=False), energy=a.energy.astype(np.float32, copy=False),
                   vad=a.vad.astype(bool, copy=False))
+    streamed = {}
     if a.whisper is not None:
-        # copy=False: the arrays are float32 already; a copy here was a transient of the
-        # whole (T, 512) matrix (+221 MB for an hour, docs/performance_e2e.md "## Memory")
-        arrays["whisper"] = a.whisper.astype(np.float32, copy=False)
         arrays["whisper_layers"] = np.array(a.whisper_layers)
-    write_npz(path, arrays)
+        if isinstance(a.whisper, np.ndarray):
+            # copy=False: the arrays are float32 already; a copy here was a transient of the
+            # whole (T, 512) matrix (+221 MB for an hour, docs/performance_e2e.md "## Memory")
+            arrays["whisper"] = a.whisper.astype(np.float32, copy=False)
+        else:                      # a RowFile: copied into the archive block by block
+            streamed["whisper"] = a.whisper
+    write_npz(path, arrays, streamed)
 
 
-def load_audio_features(path: str | Path) -> AudioFeatures:
+def load_audio_features(path: str | Path, whisper_on_disk: bool = False) -> AudioFeatures:
+    """whisper_on_disk: the Whisper rows are copied block by block from the archive into a
+    RowFile (generate/rowfile.py) rather than loaded whole."""
+    from echo_cli.io_atomic import read_npz_rows
+
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+            d = {k: z[k] for k in z.files if not (whisper_on_disk and k == "whisper")}
+        if whisper_on_disk:
+            d["whisper"] = read_npz_rows(path, "whisper")
     except Exception as e:
         raise InputError(f"cannot read audio features: {e}", path=path, fix="delete it and run preprocess again") from e
     if str(d.get("format", "")) != AUDIO_FORMAT or int(d.get("version", -1)) != AUDIO_VERSION:
@@ -540,7 +573,10 @@ def load_audio_features(path: str | Path) -> AudioFeatures:
     T = d["mel"].shape[0]
     layers = str(d.get("whisper_layers", "final"))       # files before the tag hold "final"
     if d["mel"].shape != (T, N_MELS) or d["energy"].shape != (T,) or d["vad"].shape != (T,) or \
-            layers not in WHISPER_LAYERS or ("whisper" in d and d["whisper"].shape != (T, WHISPER_LAYERS[layers])):
+            layers not in WHISPER_LAYERS or \
+            (d.get("whisper") is not None and tuple(d["whisper"].shape) != (T, WHISPER_LAYERS[layers])):
+        if hasattr(d.get("whisper"), "close"):
+            d["whisper"].close()
         raise InputError("audio features have inconsistent shapes", path=path, fix="run preprocess again")
     return AudioFeatures(fps=float(d["fps"]), mel=d["mel"], energy=d["energy"], vad=d["vad"],
                          whisper=d.get("whisper"), duration=float(d["duration"]), whisper_layers=layers)

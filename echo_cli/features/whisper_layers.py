@@ -6,8 +6,9 @@ contextual one (it is trained to serve the text decoder). For mouth motion the m
 layers carry more articulation: a ridge map from the hidden states after blocks 2 and 3
 (of 6) to the mouth codes scores 0.664 in leave-one-speaker-out CV on the training
 speakers and 0.526 on the held-out ones, against 0.547 / 0.469 for the last layer (same
-fit, same score; docs/generator.md "Whisper's middle layers"). Stopping after block 3 also
-costs less than the full int8 encoder (0.50 vs 0.68 s per 30-s window on 2 cores).
+fit, same score; docs/generator.md "Whisper's middle layers"). Stopping after block 3 keeps
+the cost of the "audio features" stage where CTranslate2's whole int8 encoder had it
+(`echo-cli bench end-to-end`, docs/generator.md).
 
 The model file is read directly (CTranslate2's own layout: a version, the spec name, then
 named tensors with shape and dtype), encoder tensors only; the decoder's bytes are skipped.

@@ -18,13 +18,14 @@ repeat the edge row, as generate.engine does for arrays.
 """
 from __future__ import annotations
 
+import errno
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from echo_cli.errors import InputError
+from echo_cli.errors import InputError, OutputError
 
 _BLOCK_ROWS = 4096       # rows per write: a few MB, so writing never copies the whole matrix
 
@@ -39,6 +40,27 @@ def _spill_dir() -> str | None:
         return str(d)
     except OSError:
         return None
+
+
+def write_temp(f, data) -> None:
+    """f.write(data) for the temporary files here: a full disk or a file-size limit is the
+    user's to fix (an OutputError, exit 7), not an internal error."""
+    try:
+        f.write(data)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise OutputError("disk full or file size limit reached while writing a temporary file",
+                              path=_spill_dir(),
+                              fix="free space in the cache folder (ECHO_CACHE_DIR) or raise the file size limit") from e
+        raise
+
+
+def _temp_file(folder: str | Path | None = None):
+    d = str(folder) if folder is not None else _spill_dir()
+    try:
+        return tempfile.TemporaryFile(prefix="echo-rows-", suffix=".f32", dir=d)
+    except OSError:
+        return tempfile.TemporaryFile(prefix="echo-rows-", suffix=".f32")
 
 
 class RowFile:
@@ -60,24 +82,34 @@ class RowFile:
             raise InputError(f"per-frame rows must be a non-empty (frames, features) array, got shape {x.shape}",
                              fix="give non-empty audio")
         n = x.shape[0] if n_rows is None else int(n_rows)
-        d = str(folder) if folder is not None else _spill_dir()
-        try:
-            f = tempfile.TemporaryFile(prefix="echo-rows-", suffix=".f32", dir=d)
-        except OSError:
-            f = tempfile.TemporaryFile(prefix="echo-rows-", suffix=".f32")
+        f = _temp_file(folder)
         try:
             body = min(n, x.shape[0])
             for i in range(0, body, _BLOCK_ROWS):
-                f.write(memoryview(np.ascontiguousarray(x[i:min(i + _BLOCK_ROWS, body)], np.float32)))
+                write_temp(f, memoryview(np.ascontiguousarray(x[i:min(i + _BLOCK_ROWS, body)], np.float32)))
             if n > body:
                 last = np.ascontiguousarray(x[-1:], np.float32)
                 for i in range(body, n, _BLOCK_ROWS):
-                    f.write(memoryview(np.repeat(last, min(_BLOCK_ROWS, n - i), 0)))
+                    write_temp(f, memoryview(np.repeat(last, min(_BLOCK_ROWS, n - i), 0)))
             f.flush()
         except BaseException:
             f.close()
             raise
         return cls(f, n, x.shape[1])
+
+    @classmethod
+    def writer(cls, n_cols: int, folder: str | Path | None = None) -> "RowWriter":
+        """Rows appended in order (`write(block)`), then `finish()` -> the RowFile: a
+        matrix that is never whole in memory (the Whisper rows of an hour-long track)."""
+        return RowWriter(_temp_file(folder), int(n_cols))
+
+    def blocks(self, rows: int = _BLOCK_ROWS):
+        """The rows in order, `rows` at a time (streaming them into a cache file)."""
+        for i in range(0, self.n_rows, rows):
+            yield self(i, min(i + rows, self.n_rows))
+
+    def __len__(self) -> int:
+        return self.n_rows
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
         """Rows for frames [start, stop); indices clipped to [0, n_rows) like the engine's array path."""
@@ -111,3 +143,34 @@ class RowFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RowWriter:
+    """Appends float32 rows to an anonymous temporary file (RowFile.writer)."""
+
+    def __init__(self, f, n_cols: int):
+        self._f, self.n_cols, self.n_rows = f, n_cols, 0
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, np.float32)
+        if block.ndim != 2 or block.shape[1] != self.n_cols:
+            raise ValueError(f"rows of width {self.n_cols} expected, got shape {block.shape}")
+        write_temp(self._f, memoryview(block).cast("B"))
+        self.n_rows += block.shape[0]
+
+    def write_bytes(self, raw: bytes) -> None:
+        """Whole float32 rows as raw bytes (a stream read from a cache file)."""
+        if len(raw) % (4 * self.n_cols):
+            raise ValueError("partial row")
+        write_temp(self._f, raw)
+        self.n_rows += len(raw) // (4 * self.n_cols)
+
+    def finish(self) -> RowFile:
+        if self.n_rows == 0:
+            self._f.close()
+            raise InputError("no rows were written", fix="give non-empty audio")
+        self._f.flush()
+        return RowFile(self._f, self.n_rows, self.n_cols)
+
+    def abort(self) -> None:
+        self._f.close()

@@ -61,7 +61,10 @@ def audio_matrix(features, kind: str) -> np.ndarray:
         raise InputError(f"this model reads Whisper '{WHISPER_LAYERS_OF[kind]}' layers ('{kind}'), "
                          f"the features hold '{have}'",
                          fix=f"preprocess with whisper_layers='{WHISPER_LAYERS_OF[kind]}'")
-    return combine_rows(kind, features.whisper, features.mel)
+    rows = features.whisper
+    if not isinstance(rows, np.ndarray):          # a RowFile (preprocessed whisper_on_disk)
+        rows = rows(0, len(rows))
+    return combine_rows(kind, rows, features.mel)
 
 
 def quiet_frames(energy, before: int = QUIET_BEFORE, after: int = QUIET_AFTER) -> np.ndarray:

@@ -39,6 +39,9 @@ class PreprocessOptions:
     whisper: bool = True                     # Whisper encoder features in AudioFeatures
     whisper_layers: str = "final"            # which ones (features.audio.WHISPER_LAYERS): a model's
                                              # audio_encoder.WHISPER_LAYERS_OF[cfg.audio_input]
+    on_disk: bool = False                    # the decoded track and the Whisper rows in temporary
+                                             # files (media/wave_file.py, generate/rowfile.py), never
+                                             # whole in memory: renders of any length
     transcript: str | None = None            # "auto" | "whisperx" | "faster-whisper" | None
     language: str | None = None              # transcript language (None: detect)
     require_audio: bool = False              # a video without audio is an error (else face only)
@@ -62,14 +65,16 @@ def _sidecar_transcript(path: Path) -> Path | None:
 def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | Cache = True,
                      transcript_backend: str | None = None, face_index: int | None = None,
                      pick: tuple[float, float] | None = None, whisper: bool = True,
-                     options: PreprocessOptions | None = None, whisper_layers: str = "final") -> dict:
+                     options: PreprocessOptions | None = None, whisper_layers: str = "final",
+                     on_disk: bool = False) -> dict:
     """Face track + audio features (+ transcript) of one file, from the cache when possible."""
     from echo_cli.features import audio as A
     from echo_cli.preprocess import face as F
     from echo_cli.preprocess import transcript as TR
 
     opts = options or PreprocessOptions(fps=fps, face_index=face_index, pick=pick, whisper=whisper,
-                                        transcript=transcript_backend, whisper_layers=whisper_layers)
+                                        transcript=transcript_backend, whisper_layers=whisper_layers,
+                                        on_disk=on_disk)
     path = Path(path)
     c = cache if isinstance(cache, Cache) else Cache(enabled=bool(cache))
     info = _media_info(path)
@@ -100,16 +105,22 @@ def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | C
 
         def compute_audio():
             nonlocal wave
-            wave = A.read_audio(path)
+            if opts.on_disk:
+                from echo_cli.media.wave_file import WaveFile
+
+                wave = WaveFile.decode(path)
+            else:
+                wave = A.read_audio(path)
             return A.audio_features(wave, out_fps, whisper=opts.whisper, n_frames=n_frames, source=str(path),
-                                    whisper_layers=opts.whisper_layers)
+                                    whisper_layers=opts.whisper_layers, whisper_on_disk=opts.on_disk)
 
         wkey = {"whisper": opts.whisper}
         if opts.whisper and opts.whisper_layers != "final":      # keys of "final" caches stay valid
             wkey["whisper_layers"] = opts.whisper_layers
         key = c.key("audio", sha, {"fps": out_fps, **wkey, "n_frames": n_frames}, A.AUDIO_VERSION)
-        audio, cached["audio"] = c.get_or_compute("audio", key, "npz", compute_audio,
-                                                  A.save_audio_features, A.load_audio_features, src_info)
+        audio, cached["audio"] = c.get_or_compute(
+            "audio", key, "npz", compute_audio, A.save_audio_features,
+            lambda p: A.load_audio_features(p, whisper_on_disk=opts.on_disk), src_info)
     elif info.has_video and not is_image:
         if opts.require_audio:
             raise InputError("no audio track", path=path, fix="use a video with sound, or drop --require-audio")
@@ -131,10 +142,14 @@ def preprocess_media(path: str | Path, fps: float | None = None, cache: bool | C
 
             def compute_tr():
                 w = wave if wave is not None else A.read_audio(path)
+                if hasattr(w, "read_all"):       # transcription takes the whole track
+                    w = w.read_all()
                 return TR.transcribe(w, backend=opts.transcript, language=opts.language)
 
             transcript, cached["transcript"] = c.get_or_compute(
                 "transcript", key, "json", compute_tr, TR.save_transcript, TR.read_transcript, src_info)
+    if hasattr(wave, "close"):
+        wave.close()
     return {"face": face, "audio": audio, "transcript": transcript, "info": info,
             "cached": cached, "notes": notes, "sha256": sha}
 
