@@ -200,3 +200,22 @@ def test_stage2_trains_and_writes_a_joint_checkpoint(real_clips, space, tmp_path
         assert k in res
     p = res["follow_p"]
     assert p != p or 0.0 < p <= 1.0          # NaN when 2.4 s hold no complete user event window
+    # packaged as the recipe ships it (and as ablation variants must be, to compare alike)
+    import shutil
+
+    from echo_cli.model.checkpoint import load_generator
+    from echo_cli.train import recipe
+
+    pkg = tmp_path / "pkg"
+    for stage, src in (("stage1", tmp_path / "init.safetensors"), ("stage2", tmp_path / "run" / "model.safetensors")):
+        (pkg / stage).mkdir(parents=True)
+        shutil.copy(src, pkg / stage / "model.safetensors")
+        shutil.copy(src.with_suffix(".json"), pkg / stage / "model.json")
+    with pytest.raises(Exception, match="calibrated"):      # no ridge fitted by this stage 1
+        recipe.package(pkg, (("prior_gain", "calibrated"),), pkg / "model.safetensors", {})
+    g2, _, _, conf2, _ = recipe.package(pkg, (("quiet_gate", True), ("prior_gain", 1.5)), pkg / "model.safetensors",
+                                        {"variant": "test"})
+    loaded, _ = load_generator(pkg / "model.safetensors")
+    assert loaded.cfg.quiet_gate and loaded.cfg.prior_gain == 1.5 == g2.cfg.prior_gain
+    assert conf2["training"]["inference_resolved"] == {"quiet_gate": True, "prior_gain": 1.5}
+    assert any(k.startswith("motion_space.") for k in load_checkpoint(pkg / "model.safetensors")[0])

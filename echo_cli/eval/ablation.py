@@ -48,7 +48,9 @@ def entangled_configs():
 
 def train_entangled(out: str | Path, data=None, steps1: int | None = None, steps2: int | None = None,
                     seed: int = 0, resume: bool = False) -> dict:
-    """The default recipe's stage 1 + stage 2 with fusion="entangled" into `out`."""
+    """The default recipe's stage 1 + stage 2 with fusion="entangled" into `out`, packaged as
+    `out`/model.safetensors with the recipe's inference settings (recipe.package), so it runs
+    exactly like the shipped default."""
     from echo_cli.train import recipe, stage1, stage2
 
     r = recipe.RECIPES["default"]
@@ -58,7 +60,10 @@ def train_entangled(out: str | Path, data=None, steps1: int | None = None, steps
                         preset=r.preset)
     s2 = stage2.run(data, out / "stage2", steps=steps2 or r.stage2_steps, seed=seed, resume=resume,
                     init_checkpoint=out / "stage1" / "model.safetensors")
-    return {"stage1": s1, "stage2": s2}
+    packaged = out / "model.safetensors"
+    recipe.package(out, r.inference, packaged, {"recipe": "default", "variant": "entangled", "seed": seed,
+                                                "command": f"python -m echo_cli.eval.ablation train-entangled --out {out}"})
+    return {"stage1": s1, "stage2": s2, "model": str(packaged)}
 
 
 PAPER = {  # ECHO Table 1 (RealTalk / HDTF / Seamless Interaction, 3DMM coefficients, SyncNet)

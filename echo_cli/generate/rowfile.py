@@ -63,12 +63,46 @@ def _temp_file(folder: str | Path | None = None):
         return tempfile.TemporaryFile(prefix="echo-rows-", suffix=".f32")
 
 
-class RowFile:
+class TempArrayFile:
+    """float32 data in an anonymous temporary file, read back with plain reads (thread-safe):
+    the base of RowFile and media.wave_file.WaveFile."""
+
+    def __init__(self, f):
+        self._f = f
+        self._lock = threading.Lock()
+
+    def _read_into(self, offset: int, out: np.ndarray) -> np.ndarray:
+        """Fill `out` (contiguous float32) from byte `offset` of the file."""
+        view = memoryview(out).cast("B")
+        with self._lock:
+            if self._f.closed:
+                raise ValueError(f"{type(self).__name__} is closed")
+            self._f.seek(offset)
+            got = 0
+            while got < view.nbytes:
+                k = self._f.readinto(view[got:])
+                if not k:
+                    raise OSError(f"temporary file truncated: read {got} of {view.nbytes} bytes")
+                got += k
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RowFile(TempArrayFile):
     """A (n_rows, n_cols) float32 matrix in an anonymous temporary file; call (start, stop) for rows."""
 
     def __init__(self, f, n_rows: int, n_cols: int):
-        self._f, self.n_rows, self.n_cols = f, int(n_rows), int(n_cols)
-        self._lock = threading.Lock()
+        super().__init__(f)
+        self.n_rows, self.n_cols = int(n_rows), int(n_cols)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -118,31 +152,10 @@ class RowFile:
             return np.zeros((0, self.n_cols), np.float32)
         idx = np.clip(np.arange(start, stop), 0, self.n_rows - 1)
         lo, hi = int(idx[0]), int(idx[-1]) + 1
-        block = np.empty((hi - lo, self.n_cols), np.float32)
-        view = memoryview(block).cast("B")
-        with self._lock:
-            if self._f.closed:
-                raise ValueError("RowFile is closed")
-            self._f.seek(lo * self.n_cols * 4)
-            got = 0
-            while got < view.nbytes:
-                k = self._f.readinto(view[got:])
-                if not k:
-                    raise OSError(f"temporary row file truncated: read {got} of {view.nbytes} bytes")
-                got += k
+        block = self._read_into(lo * self.n_cols * 4, np.empty((hi - lo, self.n_cols), np.float32))
         if lo == start and hi == stop:
             return block
         return block[idx - lo]
-
-    def close(self) -> None:
-        with self._lock:
-            self._f.close()
-
-    def __enter__(self) -> "RowFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class RowWriter:

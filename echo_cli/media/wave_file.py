@@ -18,23 +18,23 @@ media.audio_io.load_audio returns (the same streaming decode).
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from echo_cli.errors import InputError
+from echo_cli.generate.rowfile import TempArrayFile
 
 
-class WaveFile:
+class WaveFile(TempArrayFile):
     """1-D float32 samples in an anonymous temporary file."""
 
     dtype = np.dtype(np.float32)
     ndim = 1
 
     def __init__(self, f, n: int, source: str | None = None):
-        self._f, self.n, self.source = f, int(n), source
-        self._lock = threading.Lock()
+        super().__init__(f)
+        self.n, self.source = int(n), source
 
     @classmethod
     def decode(cls, path: str | Path) -> "WaveFile":
@@ -80,29 +80,7 @@ class WaveFile:
         a, b, _ = key.indices(self.n)
         if b <= a:
             return np.zeros(0, np.float32)
-        out = np.empty(b - a, np.float32)
-        view = memoryview(out).cast("B")
-        with self._lock:
-            if self._f.closed:
-                raise ValueError("WaveFile is closed")
-            self._f.seek(a * 4)
-            got = 0
-            while got < view.nbytes:
-                k = self._f.readinto(view[got:])
-                if not k:
-                    raise OSError(f"temporary audio file truncated: read {got} of {view.nbytes} bytes")
-                got += k
-        return out
+        return self._read_into(a * 4, np.empty(b - a, np.float32))
 
     def read_all(self) -> np.ndarray:
         return self[0:self.n]
-
-    def close(self) -> None:
-        with self._lock:
-            self._f.close()
-
-    def __enter__(self) -> "WaveFile":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -103,7 +103,12 @@ def lively_user(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32) * 3.0
 
 
-def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with_user: bool = False) -> dict:
+def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with_user: bool = False,
+             inference: dict | None = None) -> dict:
+    """inference: generator inference settings over each checkpoint's own (e.g. prior_blend=0:
+    the flow's own lips rather than the ridge prior's, to see what a fusion does to them)."""
+    import dataclasses
+
     import torch
 
     from echo_cli.config import resolve_settings
@@ -129,6 +134,8 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
                "real_env_corr": round(r_env_real, 3)}
         for mp in model_paths:
             model, conf = load_generator(mp)
+            if inference:
+                model.cfg = dataclasses.replace(model.cfg, **inference)
             tag = _tag(mp, model_paths)
             audio, quiet = model.gate_audio(c.audio(model.cfg.audio_input), c.energy)
             inp = {"audio": audio, "identity": c.identity, "quiet": quiet}
@@ -189,13 +196,16 @@ def main(argv=None):
     p.add_argument("--with-user", action="store_true", help="also generate with a lively user context")
     p.add_argument("--preset", default="default", help="render preset for chunking/sampling settings")
     p.add_argument("--set", action="append", default=[], help="render setting key=value (e.g. cfg_audio=2.5)")
+    p.add_argument("--inference", action="append", default=[], choices=("prior_blend=0", "prior_blend=1"),
+                   help="generator inference setting over the checkpoints' own (prior_blend=0: the flow's own lips)")
     a = p.parse_args(argv)
     log.setup(0)
     from echo_cli.config import resolve_settings
     cli = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     settings = resolve_settings(a.preset, cli=cli)
+    inference = {k: float(v) for k, v in (kv.split("=", 1) for kv in a.inference)}
     res = evaluate(a.models, seeds=[int(s) for s in a.seeds.split(",")], with_user=a.with_user,
-                   settings=settings)
+                   settings=settings, inference=inference)
     res["settings"] = settings.model_dump()
     res["command"] = "python -m echo_cli.train.lipsync_eval " + " ".join(argv or __import__("sys").argv[1:])
     if a.json:

@@ -63,13 +63,40 @@ def resolve_inference(inference: tuple, stage1_config: dict) -> dict:
 RECIPES = {"default": Recipe()}
 
 
+def package(out: Path, inference: tuple, target: str | Path, training: dict):
+    """stage 1 + stage 2 in `out` -> one checkpoint at `target`: the stage-2 model with the
+    motion space and the inference settings resolved against stage 1 (what the recipe ships,
+    and what an ablation variant trained the same way must carry to be compared with it).
+    Returns (generator, lcu, space, config, tensors) with those settings applied."""
+    import torch
+
+    from echo_cli.model.checkpoint import load_checkpoint, save_checkpoint
+    from echo_cli.motion.space import default_space
+    from echo_cli.train import stage2
+
+    out = Path(out)
+    gen, lcu, cfg2 = stage2.load_stage2(out / "stage2" / "model.safetensors")
+    resolved = resolve_inference(inference, load_checkpoint(out / "stage1" / "model.safetensors")[1])
+    gen.cfg = dataclasses.replace(gen.cfg, **resolved)
+    space = default_space()
+    tensors, _ = load_checkpoint(out / "stage2" / "model.safetensors")
+    ms_t, ms_c = space.state_dict()
+    tensors.update({f"motion_space.{k}": torch.as_tensor(v) for k, v in ms_t.items()})
+    config = {"generator": {**cfg2["generator"], **resolved}, "lcu": cfg2["lcu"], "motion_space": ms_c,
+              "training": {**training, "inference_resolved": resolved,
+                           "stage2_config": cfg2.get("training", {}).get("stage2", {}),
+                           "data": cfg2.get("training", {}).get("data", {})},
+              "metrics": {}}
+    save_checkpoint(target, tensors, config)
+    return gen, lcu, space, config, tensors
+
+
 def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: bool = False,
         target: str | Path | None = None, steps1: int | None = None, steps2: int | None = None) -> dict:
     """Run a recipe; writes the final checkpoint to `target` (default: the package's)."""
     import torch
 
-    from echo_cli.model.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-    from echo_cli.motion.space import default_space
+    from echo_cli.model.checkpoint import checkpoint_paths, save_checkpoint
     from echo_cli.train import dyadic, stage1, stage2
 
     if recipe not in RECIPES:
@@ -89,22 +116,10 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
                     init_checkpoint=out / "stage1" / "model.safetensors")
     t2 = time.time()
 
-    gen, lcu, cfg2 = stage2.load_stage2(out / "stage2" / "model.safetensors")
     # the packaged inference settings apply to the recipe's own measurements too
-    inference = resolve_inference(r.inference, load_checkpoint(out / "stage1" / "model.safetensors")[1])
-    gen.cfg = dataclasses.replace(gen.cfg, **inference)
-    space = default_space()
-    tensors, _ = load_checkpoint(out / "stage2" / "model.safetensors")
-    ms_t, ms_c = space.state_dict()
-    tensors.update({f"motion_space.{k}": torch.as_tensor(v) for k, v in ms_t.items()})
-    config = {"generator": {**cfg2["generator"], **inference}, "lcu": cfg2["lcu"], "motion_space": ms_c,
-              "training": {"recipe": recipe, **asdict(r), "inference_resolved": inference,
-                           "command": f"echo-cli train --recipe {recipe}",
-                           "stage1": s1.get("final", {}), "stage2": s2.get("final", {}),
-                           "stage2_config": cfg2.get("training", {}).get("stage2", {}),
-                           "data": cfg2.get("training", {}).get("data", {})},
-              "metrics": {}}
-    save_checkpoint(target, tensors, config)        # the lip-sync measurement reads the packaged file
+    gen, lcu, space, config, tensors = package(out, r.inference, target,
+                                 {"recipe": recipe, **asdict(r), "command": f"echo-cli train --recipe {recipe}",
+                                  "stage1": s1.get("final", {}), "stage2": s2.get("final", {})})
     metrics = {}
     try:
         metrics = dyadic.evaluate(gen, lcu, space, data=data)
