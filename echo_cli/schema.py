@@ -76,7 +76,8 @@ class AudioFeatures:
     mel: np.ndarray                 # (T, 80) log-mel, 25 ms windows centred on each frame
     energy: np.ndarray              # (T,) RMS energy in dB
     vad: np.ndarray                 # (T,) bool voice activity
-    whisper: np.ndarray | None = None   # (T, 512) Whisper-base encoder features, if available
+    whisper: np.ndarray | None = None   # (T, 512) Whisper-base encoder features, if available; a
+                                        # generate.rowfile.RowFile when preprocessed on_disk
     duration: float = 0.0           # seconds of audio
     whisper_layers: str = "final"   # which encoder layers `whisper` holds ("mid": (T, 1024),
                                     # features.audio.WHISPER_LAYERS)

@@ -269,6 +269,8 @@ def _n_samples(audio) -> int | None:
 
 def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     """Face tracks, audio features and transcripts of every input, at the output fps (cached)."""
+    from echo_cli.model.audio_encoder import feature_request
+
     pipeline = stage_module("preprocess")
     out: dict = {}
     backend = None if spec.transcript.source == "file" else spec.transcript.source
@@ -283,7 +285,7 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     # while the user's whole track is decoded and analysed, and that phase set the peak of
     # hour-long renders (docs/performance_e2e.md "## Memory").
     jobs.sort(key=lambda j: not j[0].startswith("user"))
-    layers = whisper_layers_for(spec)
+    avatar_features = feature_request(audio_input_for(spec))
     for key, path, tr in jobs:
         check_cancel()
         logger.info("preprocess %s: %s", key, path)
@@ -293,10 +295,9 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         # Decoded tracks and the avatar's rows go to temporary files as they are made or
         # read from the cache (on_disk): an hour's samples (230 MB) and "mid" rows (369 MB)
         # were the peak of long renders.
-        avatar = not key.startswith("user")
+        wanted = {"whisper": False} if key.startswith("user") else avatar_features
         out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
-                         whisper=avatar and layers is not None, whisper_layers=layers or "final",
-                         on_disk=True)
+                         on_disk=True, **wanted)
         if isinstance(out[key], dict):
             out[key]["path"] = str(path)
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))
@@ -307,10 +308,10 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     return out
 
 
-def whisper_layers_for(spec) -> str | None:
-    """Which Whisper features the checkpoint's generator reads (None: log-mel only), from its
-    config alone: preprocessing runs before the model is loaded."""
-    from echo_cli.model.audio_encoder import AUDIO_INPUTS, WHISPER_LAYERS_OF
+def audio_input_for(spec) -> str:
+    """The audio input the checkpoint's generator reads (model.audio_encoder.AUDIO_INPUTS),
+    from its config alone: preprocessing runs before the model is loaded."""
+    from echo_cli.model.audio_encoder import AUDIO_INPUTS
     from echo_cli.model.checkpoint import read_config
 
     ckpt = Path(spec.checkpoint) if spec.checkpoint else default_checkpoint()
@@ -318,7 +319,7 @@ def whisper_layers_for(spec) -> str | None:
     if kind not in AUDIO_INPUTS:
         raise ModelError(f"the checkpoint's generator reads unknown audio input '{kind}'", path=ckpt,
                          fix="use a checkpoint made by this echo-cli version")
-    return WHISPER_LAYERS_OF[kind]
+    return kind
 
 
 def load_model(spec):

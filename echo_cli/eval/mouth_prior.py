@@ -59,14 +59,12 @@ def prior_on_track(gen, feats, n: int) -> np.ndarray:
 
 def silence_ratios(path: str, data) -> list[dict]:
     from echo_cli.features.audio import audio_features
+    from echo_cli.model.audio_encoder import feature_request
     from echo_cli.model.checkpoint import load_generator
-
-    from echo_cli.model.audio_encoder import WHISPER_LAYERS_OF
 
     wave, seg = silence_track(data)
     gen, _ = load_generator(path)
-    layers = WHISPER_LAYERS_OF[gen.cfg.audio_input]
-    feats = audio_features(wave, 25.0, n_frames=len(seg), whisper=layers is not None, whisper_layers=layers or "final")
+    feats = audio_features(wave, 25.0, n_frames=len(seg), **feature_request(gen.cfg.audio_input))
     gen.eval()
     rows = []
     for gate in (False, True):

@@ -49,6 +49,12 @@ QUIET_AFTER = 2      # frames (0.08 s) after sound that keep theirs
 PRIOR_KINDS = ("head", "ridge")
 
 
+def feature_request(kind: str) -> dict:
+    """features.audio.audio_features keywords that compute what input `kind` reads."""
+    layers = WHISPER_LAYERS_OF[kind]
+    return {"whisper": layers is not None, "whisper_layers": layers or "final"}
+
+
 def audio_matrix(features, kind: str) -> np.ndarray:
     """AudioFeatures -> (T, Fa) float32 matrix for the encoder of a model trained on `kind`."""
     if kind == "mel":

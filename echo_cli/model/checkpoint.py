@@ -75,8 +75,13 @@ def save_checkpoint(path: str | Path, tensors: dict, config: dict) -> Path:
 
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """-> (tensors name -> torch.Tensor on CPU, config dict). Validates format and schema."""
-    from safetensors import SafetensorError, safe_open
+    st, js = _locate(path)
+    header, tensors = _read_safetensors(st, with_tensors=True)
+    return tensors, _config(js, header)
 
+
+def _locate(path: str | Path) -> tuple[Path, Path]:
+    """(NAME.safetensors, NAME.json) of an existing checkpoint; pickles are refused."""
     p = Path(path)
     if p.suffix.lower() in PICKLE_SUFFIXES or (p.is_file() and p.suffix not in (".safetensors", ".json")):
         _refuse_pickle(p)
@@ -85,14 +90,21 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise ModelError("checkpoint not found", path=st,
                          fix="pass the path of a NAME.safetensors written by `echo-cli train`")
     _refuse_pickle(st)
+    return st, js
+
+
+def _read_safetensors(st: Path, with_tensors: bool) -> tuple[dict, dict]:
+    """(metadata header, tensors or {}) of a safetensors file; ModelError when damaged."""
+    from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(st), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"not a readable safetensors file (truncated or damaged): {e}", path=st,
                          fix="re-download or re-train the checkpoint") from e
-    return tensors, _config(js, header)
+    return header, tensors
 
 
 def _config(js: Path, header: dict) -> dict:
@@ -117,19 +129,8 @@ def _config(js: Path, header: dict) -> dict:
 def read_config(path: str | Path) -> dict:
     """A checkpoint's config without its tensors (what preprocessing needs to know first:
     which audio features the generator reads)."""
-    st, js = checkpoint_paths(path)
-    if not st.is_file():
-        raise ModelError("checkpoint not found", path=st,
-                         fix="pass the path of a NAME.safetensors written by `echo-cli train`")
-    header: dict = {}
-    if not js.is_file():
-        from safetensors import SafetensorError, safe_open
-        try:
-            with safe_open(str(st), framework="pt", device="cpu") as f:
-                header = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ModelError(f"not a readable safetensors file (truncated or damaged): {e}", path=st,
-                             fix="re-download or re-train the checkpoint") from e
+    st, js = _locate(path)
+    header = {} if js.is_file() else _read_safetensors(st, with_tensors=False)[0]
     return _config(js, header)
 
 

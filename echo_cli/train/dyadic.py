@@ -150,20 +150,12 @@ def mouth_measure(space, motion: np.ndarray, neutral: np.ndarray) -> np.ndarray:
 _SILENCE: dict = {}
 
 
-def _whisper_args(audio_input: str) -> dict:
-    """audio_features keywords for the Whisper features `audio_input` reads."""
-    from echo_cli.model.audio_encoder import WHISPER_LAYERS_OF
-
-    layers = WHISPER_LAYERS_OF[audio_input]
-    return {"whisper": layers is not None, "whisper_layers": layers or "final"}
-
-
 def silence_features(n: int, audio_input: str):
     """Generator audio features and AudioFeatures of n frames of silence (computed once)."""
     from echo_cli.features.audio import WHISPER_LAYERS, audio_features
-    from echo_cli.model.audio_encoder import combine_rows
+    from echo_cli.model.audio_encoder import combine_rows, feature_request
 
-    wa = _whisper_args(audio_input)
+    wa = feature_request(audio_input)
     key = wa["whisper_layers"] if wa["whisper"] else "mel"
     key = "whisper" if key == "final" else key           # the cache name of the first "final" files
     if key not in _SILENCE:
@@ -212,13 +204,14 @@ def gated_features(wave: np.ndarray, silent: np.ndarray, audio_input: str, fps: 
     frames are NOT those of isolated silence: they vary with position and with the speech
     around them (measured: as far from the isolated-silence row as speech is, docs/lcu.md)."""
     from echo_cli.features.audio import audio_features
+    from echo_cli.model.audio_encoder import feature_request
 
     n = len(silent)
     hop = 16000.0 / fps
     w = np.asarray(wave, np.float32)[: int(round(n * hop))].copy()
     for t in np.flatnonzero(silent):
         w[int(round(t * hop)):int(round((t + 1) * hop))] = 0.0
-    f = audio_features(w, fps, n_frames=n, **_whisper_args(audio_input))
+    f = audio_features(w, fps, n_frames=n, **feature_request(audio_input))
     return _gen_matrix(f, audio_input, n)
 
 

@@ -117,6 +117,7 @@ def evaluate(model_paths: list[str], seeds=(0,), settings=None, clips=None, with
     from echo_cli.model.checkpoint import load_generator
     from echo_cli.motion.space import default_space
     from echo_cli.train import data as D
+
     torch.set_num_threads(1)
     space = default_space()
     settings = settings or resolve_settings("default")
