@@ -40,6 +40,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
                           fix="choose a writable output folder") from e
     try:
         yield tmp
+        # again: some writers replace the file they are given (safetensors' save_file
+        # leaves a 0600 file), and a checkpoint or cache entry is a shared file too
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

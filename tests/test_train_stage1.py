@@ -33,6 +33,10 @@ def test_run_folder_contents_and_loss_goes_down(tmp_path, clips):
               "summary.json"):
         assert (run / f).is_file(), f
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.safetensors", "model.json", "state.safetensors"):   # shared files, not mkstemp's 0600
+        assert (run / f).stat().st_mode & 0o777 == 0o666 & ~umask, f
     rows = [json.loads(l) for l in (run / "losses.jsonl").read_text().splitlines()]
     assert len(rows) == 30
     first, last = np.mean([r["fm"] for r in rows[:5]]), np.mean([r["fm"] for r in rows[-5:]])
@@ -136,3 +140,58 @@ def test_shift_clip_re_pairs_audio_and_video():
         assert np.array_equal(s.mel[0], c.mel[a0]) and np.array_equal(s.motion[0], c.motion[v0])
         assert np.array_equal(s.visemes, c.visemes[a0:a0 + n])
     assert shift_clip(c, 0) is c
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data is absent (set ECHO_SHARED_DATA)")
+def test_prior_offset_reads_the_lag_that_shift_clip_undoes():
+    """On a real clip's landmarks: a prediction that runs L frames behind the mouth (the
+    audio is L frames late) reads as L, and shift_clip(c, L) lines the two up."""
+    from echo_cli.eval.metrics import best_lag_correlation
+    from echo_cli.motion.space import default_space
+    from echo_cli.train.data import load_clips, prior_offset, shift_clip
+    from echo_cli.train.lipsync_eval import mouth_from_motion
+
+    (clip,) = load_clips(names=["grid_lrwp9a"])
+    space = default_space()
+    for lag in (2, -3):
+        idx = np.clip(np.arange(clip.n_frames) - lag, 0, clip.n_frames - 1)
+        late = clip.motion[idx]                                  # pred[t] = mouth[t - lag]
+        assert prior_offset(clip, late, space) == lag
+        s = shift_clip(clip, lag)                                # the prediction follows the audio side
+        pred = late[max(lag, 0):max(lag, 0) + s.n_frames]
+        r, l2 = best_lag_correlation(mouth_from_motion(space, pred, clip.neutral),
+                                     mouth_from_motion(space, s.motion, clip.neutral), 4)
+        assert l2 == 0 and r > 0.95
+    assert prior_offset(clip, clip.motion, space) == 0
+
+
+@pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data is absent (set ECHO_SHARED_DATA)")
+def test_ridge_prior_realigns_a_clip_whose_video_runs_late(tmp_path):
+    """Three "speakers" of one real GRID sentence, the third with its video 3 frames late:
+    the out-of-speaker prediction finds the offset, the clip is re-paired and the prior
+    refitted; the offset is recorded for eval.mouth_prior."""
+    import dataclasses
+
+    from echo_cli.model.generator import EchoGenerator, layout_from_motion_space, make_config
+    from echo_cli.motion.space import default_space
+    from echo_cli.train.data import load_clips
+
+    (clip,) = load_clips(names=["grid_lrwp9a"])
+    space = default_space()
+    n = clip.n_frames
+    idx = np.clip(np.arange(n) - 3, 0, n - 1)
+    train = [dataclasses.replace(clip, name="a", speaker="a"), dataclasses.replace(clip, name="b", speaker="b"),
+             dataclasses.replace(clip, name="late", speaker="c", motion=clip.motion[idx])]
+    cfg = stage1.Stage1Config(preset="micro")
+    model = EchoGenerator(make_config("micro", layout_from_motion_space(space), audio_input=cfg.audio_input))
+    stats = stage1.fit_stats(train, cfg.audio_input)
+    stage1.apply_stats(model, stats)
+    mouth = slice(*model.cfg.regions["mouth"])
+    priors, info, out = stage1.fit_ridge_prior(model, train, [], cfg, stats, mouth, space=space)
+    assert info["realigned"].get("late") == -3
+    late = next(c for c in out if c.name == "late")
+    assert late.n_frames == n - 3 and priors["late"].shape[0] == n - 3
+    assert "loso_cv_before_realign" in info
+    _, info0, out0 = stage1.fit_ridge_prior(model, train, [], dataclasses.replace(cfg, realign_prior=False),
+                                            stats, mouth, space=space)
+    assert info0["realigned"] == {} and [c.n_frames for c in out0] == [n] * 3

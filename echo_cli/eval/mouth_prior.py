@@ -63,7 +63,7 @@ def silence_ratios(path: str, data) -> list[dict]:
     from echo_cli.model.checkpoint import load_generator
 
     wave, seg = silence_track(data)
-    gen, _ = load_generator(path)
+    gen, conf = load_generator(path)
     feats = audio_features(wave, 25.0, n_frames=len(seg), **feature_request(gen.cfg.audio_input))
     gen.eval()
     rows = []
@@ -86,16 +86,19 @@ def calibration(path: str, data) -> dict:
     from echo_cli.motion.space import default_space
     from echo_cli.train import data as D
 
-    gen, _ = load_generator(path)
+    gen, conf = load_generator(path)
     if gen.cfg.mouth_prior_kind != "ridge":
         return {"checkpoint": path, "note": "not a ridge prior"}
     ms = slice(*gen.cfg.regions["mouth"])
     mean, std = gen.motion_mean.numpy()[ms], gen.motion_std.numpy()[ms]
     kind = gen.cfg.audio_input
     space = default_space()
-    # the training clips as stage 1 fitted the ridge on them: audio/video re-aligned
-    clips = D.align_speech([c for c in D.load_clips(data, space=space)
-                            if c.speaker not in D.HELD_OUT and c.has_audio(kind)], space)
+    # the training clips as stage 1 fitted the ridge on them: audio/video re-aligned, then
+    # shifted again where its re-alignment pass did (recorded in the checkpoint)
+    extra = (((conf or {}).get("training") or {}).get("ridge_prior") or {}).get("realigned") or {}
+    clips = [D.shift_clip(c, int(extra.get(c.name, 0)))
+             for c in D.align_speech([c for c in D.load_clips(data, space=space)
+                                      if c.speaker not in D.HELD_OUT and c.has_audio(kind)], space)]
     with torch.no_grad():
         pred = np.concatenate([gen.audio_enc.ridge_mouth(torch.from_numpy(c.audio(kind).astype(np.float32))[None])[0].numpy()
                                for c in clips])

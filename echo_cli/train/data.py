@@ -348,6 +348,20 @@ def shift_clip(c: ClipData, lag: int) -> ClipData:
                     whisper_mid=None if c.whisper_mid is None else c.whisper_mid[a])
 
 
+def prior_offset(c: ClipData, prior_motion: np.ndarray, space, max_lag: int = 4) -> int:
+    """Frames by which clip c's audio is late against its mouth (av_offset's sign), read off
+    an audio -> mouth prediction for it that never saw its speaker (`prior_motion` (T, D):
+    the ridge prior's leave-its-speaker-out codes, the rest at the mean): the best lag of
+    its decoded mouth opening against the real one. A far sharper sync detector than the
+    band-energy regression av_offset starts from, so it also finds the 1-2 frame offsets."""
+    from echo_cli.eval.metrics import best_lag_correlation
+    from echo_cli.train.lipsync_eval import mouth_from_motion
+
+    _, lag = best_lag_correlation(mouth_from_motion(space, prior_motion, c.neutral),
+                                  mouth_from_motion(space, c.motion, c.neutral), max_lag)
+    return int(lag)
+
+
 def align_speech(clips: list[ClipData], space) -> list[ClipData]:
     """Training clips with their clear audio/video offsets removed (../shared/data/README
     names a few: Obama clips 1 and 3 ~4 frames, vr_2 ~5); estimated, never hard-coded."""

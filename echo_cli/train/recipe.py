@@ -76,7 +76,8 @@ def package(out: Path, inference: tuple, target: str | Path, training: dict):
 
     out = Path(out)
     gen, lcu, cfg2 = stage2.load_stage2(out / "stage2" / "model.safetensors")
-    resolved = resolve_inference(inference, load_checkpoint(out / "stage1" / "model.safetensors")[1])
+    s1 = load_checkpoint(out / "stage1" / "model.safetensors")[1]
+    resolved = resolve_inference(inference, s1)
     gen.cfg = dataclasses.replace(gen.cfg, **resolved)
     space = default_space()
     tensors, _ = load_checkpoint(out / "stage2" / "model.safetensors")
@@ -84,6 +85,8 @@ def package(out: Path, inference: tuple, target: str | Path, training: dict):
     tensors.update({f"motion_space.{k}": torch.as_tensor(v) for k, v in ms_t.items()})
     config = {"generator": {**cfg2["generator"], **resolved}, "lcu": cfg2["lcu"], "motion_space": ms_c,
               "training": {**training, "inference_resolved": resolved,
+                           # the prior's fit: penalty, CV, calibration, the clips it re-aligned
+                           "ridge_prior": (s1.get("training") or {}).get("ridge_prior"),
                            "stage2_config": cfg2.get("training", {}).get("stage2", {}),
                            "data": cfg2.get("training", {}).get("data", {})},
               "metrics": {}}

@@ -52,6 +52,8 @@ class Stage1Config:
     mouth_weight: float = 1.0        # mouth-prior regression loss (models with a prior head)
     align_av: bool = True            # shift clips with a clear audio/video offset (data.align_speech)
     loso_prior: bool = True          # ridge prior: feed the flow out-of-speaker predictions on training clips
+    realign_prior: bool = True       # ridge prior: re-pair each training clip at the offset its
+                                     # out-of-speaker prediction shows, then refit (data.prior_offset)
 
 
 #################################################################################
@@ -231,24 +233,48 @@ def prior_scorer(clips: list[ClipData], stats: dict, mouth: slice, space):
 
 
 def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cfg: Stage1Config,
-                    stats: dict, mouth: slice, space=None) -> tuple[dict, dict]:
+                    stats: dict, mouth: slice, space=None) -> tuple[dict, dict, list[ClipData]]:
     """Fit the frozen ridge mouth prior (train/mouth_ridge.py) into `model`; returns the priors
     the batcher feeds (training clips: leave-its-speaker-out predictions if cfg.loso_prior,
-    audio-only items: the final fit's) and a summary for the run's config. The penalty is
-    chosen by leave-one-speaker-out CV on `train` only; with a MotionSpace, the CV score is
-    the evaluation's own (decoded mouth opening, best lag |L| <= 5, lipsync_eval)."""
+    audio-only items: the final fit's), a summary for the run's config, and the training
+    clips as finally paired. The penalty is chosen by leave-one-speaker-out CV on `train`
+    only; with a MotionSpace, the CV score is the evaluation's own (decoded mouth opening,
+    best lag |L| <= 5, lipsync_eval).
+
+    cfg.realign_prior: one re-alignment pass. Each training clip's out-of-speaker prediction
+    shows where its audio and mouth line up best (data.prior_offset); clips off by a frame
+    or more are re-paired and the ridge is fitted again. A clip whose sound is a frame late
+    teaches the map to smear every mouth movement over its neighbours; held-out clips are
+    never touched (measured: docs/generator.md "Re-aligning on the prior")."""
+    from echo_cli.train import data as D
     from echo_cli.train import mouth_ridge
 
     enc = model.audio_enc
     k = enc.prior_context
     norm = lambda c: ((c.audio(cfg.audio_input) - stats["feat_mean"]) / stats["feat_std"]).astype(np.float32)
-    feats = [norm(c) for c in train]
-    targets = [(c.motion[:, mouth] - stats["motion_mean"][mouth]) / stats["motion_std"][mouth] for c in train]
-    score = None
-    if space is not None and all(c.neutral is not None for c in train):
-        score = prior_scorer(train, stats, mouth, space)
-    rp = mouth_ridge.fit(feats, targets, [c.speaker for c in train], [c.name for c in train],
-                         rank=enc.prior_proj.shape[1], context=k, score=score)
+    can_score = space is not None and all(c.neutral is not None for c in train)
+
+    def fit(clips):
+        feats = [norm(c) for c in clips]
+        targets = [(c.motion[:, mouth] - stats["motion_mean"][mouth]) / stats["motion_std"][mouth] for c in clips]
+        score = prior_scorer(clips, stats, mouth, space) if can_score else None
+        return mouth_ridge.fit(feats, targets, [c.speaker for c in clips], [c.name for c in clips],
+                               rank=enc.prior_proj.shape[1], context=k, score=score), feats, targets
+
+    rp, feats, targets = fit(train)
+    realigned, first_cv = {}, None
+    if cfg.realign_prior and can_score:
+        for c in train:
+            z = np.zeros_like(c.motion)
+            z[:, mouth] = rp.loso[c.name]
+            lag = D.prior_offset(c, z * stats["motion_std"] + stats["motion_mean"], space)
+            if lag:
+                realigned[c.name] = lag
+        if realigned:
+            LOG.info("ridge mouth prior: training clips re-aligned on its predictions: %s", realigned)
+            first_cv = {f"{lam:g}": round(v, 4) for lam, v in rp.cv.items()}
+            train = [D.shift_clip(c, realigned.get(c.name, 0)) for c in train]
+            rp, feats, targets = fit(train)
     enc.set_ridge(rp.proj, rp.weight, rp.bias)
     priors = {c.name: (rp.loso[c.name] if cfg.loso_prior else mouth_ridge.apply(rp, f, k)).astype(np.float32)
               for c, f in zip(train, feats)}
@@ -262,9 +288,13 @@ def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cf
     slope = (pc * tc).sum(0) / np.maximum((pc ** 2).sum(0), 1e-12)
     info = {"lambda": rp.lam, "loso_cv": {f"{lam:g}": round(v, 4) for lam, v in rp.cv.items()},
             "rank": int(rp.proj.shape[1]), "context": k, "loso_prior": cfg.loso_prior,
-            "calibration_slope": round(float(slope.mean()), 2)}
+            "calibration_slope": round(float(slope.mean()), 2),
+            # frames each clip was shifted by on top of data.align_speech (eval.mouth_prior reads it)
+            "realigned": realigned}
+    if first_cv is not None:
+        info["loso_cv_before_realign"] = first_cv
     LOG.info("ridge mouth prior: lambda %g (leave-one-speaker-out CV %s)", rp.lam, info["loso_cv"])
-    return priors, info
+    return priors, info, train
 
 
 #################################################################################
@@ -347,8 +377,8 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     priors, ridge_info = None, None
     if mcfg.n_mouth and mcfg.mouth_prior_kind == "ridge":
         # deterministic (closed form), so every rank and every --resume fits the same map
-        priors, ridge_info = fit_ridge_prior(model, train, audio_only, cfg, stats, mouth,
-                                             space=default_space() if clips is None else None)
+        priors, ridge_info, train = fit_ridge_prior(model, train, audio_only, cfg, stats, mouth,
+                                                    space=default_space() if clips is None else None)
     batcher = Batcher(train, audio_only, cfg, stats, mouth, mcfg.lip_mask, mcfg.n_visemes, priors=priors)
     meta = {"stage": 1, "stage1": asdict(cfg), "seed": loop.seed, "ridge_prior": ridge_info,
             "data": {"train": sorted({c.name for c in train}), "held_out": sorted({c.name for c in val}),
