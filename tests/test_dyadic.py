@@ -3,6 +3,8 @@ nods, closed mouth), the event-follow measure, real-clip batching, and a stage-2
 (LCU + generator jointly) that writes a loadable checkpoint with generator.* and lcu.*."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,22 @@ def test_stage2_trains_and_writes_a_joint_checkpoint(real_clips, space, tmp_path
     assert loaded.cfg.quiet_gate and loaded.cfg.prior_gain == 1.5 == g2.cfg.prior_gain
     assert conf2["training"]["inference_resolved"] == {"quiet_gate": True, "prior_gain": 1.5}
     assert any(k.startswith("motion_space.") for k in load_checkpoint(pkg / "model.safetensors")[0])
+
+
+def test_model_card_of_the_shipped_checkpoint_names_its_prior_and_lip_sync(tmp_path):
+    """The recipe's card is written from the checkpoint's own config: the ridge prior's
+    penalty, its CV and the clips stage 1 re-aligned, and the held-out lip-sync table."""
+    import json
+
+    from echo_cli.train import recipe
+
+    ck = Path(recipe.__file__).resolve().parents[1] / "checkpoints"
+    cfg = json.loads((ck / "default.json").read_text())
+    card = tmp_path / "MODEL_CARD.md"
+    recipe.write_model_card(card, cfg, (ck / "default.safetensors").stat().st_size)
+    text = card.read_text()
+    rp = cfg["training"]["ridge_prior"]
+    assert f"lambda {rp['lambda']:g}" in text
+    assert all(f'"{name}": {lag}' in text for name, lag in rp["realigned"].items())
+    total = cfg["metrics"]["lipsync_held_out"]["ALL (frame-weighted)"]
+    assert f"| ALL (frame-weighted) | {total['frames']} |" in text and str(total["corr"]) in text

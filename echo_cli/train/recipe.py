@@ -200,6 +200,10 @@ def write_model_card(path: Path, config: dict, size: int, data=None) -> None:
         "",
         "- Stage 1: talking-head training on real speech clips (lip sync), user context dropped; "
         f"generator overrides of the preset: {dict(tr.get('stage1_model') or ()) or 'none (frozen ridge mouth prior)'}.",
+        *([f"- Ridge mouth prior: lambda {rp['lambda']:g} by leave-one-speaker-out CV {json.dumps(rp.get('loso_cv'))}; "
+           f"training clips re-aligned on its own out-of-speaker predictions (frames): {json.dumps(rp.get('realigned') or {})} "
+           "(docs/generator.md \"Re-aligning the training clips on the prior\")."]
+          if (rp := tr.get("ridge_prior") or {}).get("lambda") is not None else []),
         f"- Inference settings packaged with the generator: {tr.get('inference_resolved') or dict(tr.get('inference') or ()) or 'none'} "
         f"(recipe: {dict(tr.get('inference') or ()) or 'none'}; \"calibrated\" = stage 1's least-squares slope of the "
         "training mouth codes on the ridge prior; docs/generator.md \"Quiet gate and prior gain\").",
