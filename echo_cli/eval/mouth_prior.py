@@ -63,7 +63,7 @@ def silence_ratios(path: str, data) -> list[dict]:
     from echo_cli.model.checkpoint import load_generator
 
     wave, seg = silence_track(data)
-    gen, conf = load_generator(path)
+    gen, _ = load_generator(path)
     feats = audio_features(wave, 25.0, n_frames=len(seg), **feature_request(gen.cfg.audio_input))
     gen.eval()
     rows = []

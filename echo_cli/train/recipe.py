@@ -186,6 +186,11 @@ def write_model_card(path: Path, config: dict, size: int, data=None) -> None:
         if t0 >= 0:
             attribution += "\n\n" + txt[t0:t1 if t1 > t0 else None].strip()
     m = config.get("metrics", {})
+    rp = tr.get("ridge_prior") or {}
+    ridge_lines = [] if rp.get("lambda") is None else [
+        f"- Ridge mouth prior: lambda {rp['lambda']:g} by leave-one-speaker-out CV {json.dumps(rp.get('loso_cv'))}; "
+        f"training clips re-aligned on its own out-of-speaker predictions (frames): {json.dumps(rp.get('realigned') or {})} "
+        "(docs/generator.md \"Re-aligning the training clips on the prior\")."]
     lines = [
         "# echo-cli default checkpoint",
         "",
@@ -200,10 +205,7 @@ def write_model_card(path: Path, config: dict, size: int, data=None) -> None:
         "",
         "- Stage 1: talking-head training on real speech clips (lip sync), user context dropped; "
         f"generator overrides of the preset: {dict(tr.get('stage1_model') or ()) or 'none (frozen ridge mouth prior)'}.",
-        *([f"- Ridge mouth prior: lambda {rp['lambda']:g} by leave-one-speaker-out CV {json.dumps(rp.get('loso_cv'))}; "
-           f"training clips re-aligned on its own out-of-speaker predictions (frames): {json.dumps(rp.get('realigned') or {})} "
-           "(docs/generator.md \"Re-aligning the training clips on the prior\")."]
-          if (rp := tr.get("ridge_prior") or {}).get("lambda") is not None else []),
+        *ridge_lines,
         f"- Inference settings packaged with the generator: {tr.get('inference_resolved') or dict(tr.get('inference') or ()) or 'none'} "
         f"(recipe: {dict(tr.get('inference') or ()) or 'none'}; \"calibrated\" = stage 1's least-squares slope of the "
         "training mouth codes on the ridge prior; docs/generator.md \"Quiet gate and prior gain\").",

@@ -215,6 +215,14 @@ def net_module(net):
     return getattr(net, "module", net)
 
 
+def prior_as_motion(pred: np.ndarray, stats: dict, mouth: slice) -> np.ndarray:
+    """(T, n_mouth) normalised mouth codes of a prior -> (T, D) motion, every other
+    component at its mean (what the evaluation decodes for the prior alone)."""
+    z = np.zeros((len(pred), len(stats["motion_mean"])), np.float32)    # as the clips' motion
+    z[:, mouth] = pred
+    return z * stats["motion_std"] + stats["motion_mean"]
+
+
 def prior_scorer(clips: list[ClipData], stats: dict, mouth: slice, space):
     """score(i, pred) for clip i: the lip-sync evaluation's own measure of a mouth prior
     (normalised mouth codes, every other component at its mean, decoded on the clip's neutral;
@@ -225,9 +233,7 @@ def prior_scorer(clips: list[ClipData], stats: dict, mouth: slice, space):
     real = [mouth_from_motion(space, c.motion, c.neutral) for c in clips]
 
     def score(i, pred):
-        z = np.zeros_like(clips[i].motion)
-        z[:, mouth] = pred
-        mot = z * stats["motion_std"] + stats["motion_mean"]
+        mot = prior_as_motion(pred, stats, mouth)
         return best_lag_correlation(mouth_from_motion(space, mot, clips[i].neutral), real[i], MAX_LAG)[0]
     return score
 
@@ -245,7 +251,8 @@ def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cf
     shows where its audio and mouth line up best (data.prior_offset); clips off by a frame
     or more are re-paired and the ridge is fitted again. A clip whose sound is a frame late
     teaches the map to smear every mouth movement over its neighbours; held-out clips are
-    never touched (measured: docs/generator.md "Re-aligning on the prior")."""
+    never touched (measured: docs/generator.md "Re-aligning the training clips on the
+    prior")."""
     from echo_cli.train import data as D
     from echo_cli.train import mouth_ridge
 
@@ -265,9 +272,7 @@ def fit_ridge_prior(model, train: list[ClipData], audio_only: list[ClipData], cf
     realigned, first_cv = {}, None
     if cfg.realign_prior and can_score:
         for c in train:
-            z = np.zeros_like(c.motion)
-            z[:, mouth] = rp.loso[c.name]
-            lag = D.prior_offset(c, z * stats["motion_std"] + stats["motion_mean"], space)
+            lag = D.prior_offset(c, prior_as_motion(rp.loso[c.name], stats, mouth), space)
             if lag:
                 realigned[c.name] = lag
         if realigned:
