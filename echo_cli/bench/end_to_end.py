@@ -664,6 +664,16 @@ def transcribers_bench(files: list[str], backends=("faster-whisper", "whisperx")
     return {"rows": rows, "agreement": agree}
 
 
+def _report(rec: dict, out: str | None) -> None:
+    """The record on stdout, and in `out` (written atomically) when given."""
+    text = json.dumps(rec, indent=1)
+    if out:
+        from echo_cli.io_atomic import write_text
+
+        write_text(out, text + "\n")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -729,23 +739,13 @@ def main(argv: list[str] | None = None) -> None:
         files = a.files or [str(shared_data() / "audio/RD_Radio34_002.wav"), str(shared_data() / "clips/d3.mp4")]
         rec = transcribers_bench(files)
         rec["command"] = "python -m echo_cli.bench.end_to_end transcribers " + " ".join(sys.argv[2:])
-        text = json.dumps(rec, indent=1)
-        if a.out:
-            from echo_cli.io_atomic import write_text
-
-            write_text(a.out, text + "\n")
-        print(text)
+        _report(rec, a.out)
         return
     if a.cmd == "threads":
         rows = threads_bench(tuple(int(x) for x in a.configs.split(",")), a.frames)
         rec = {"rows": rows, "load_1min": round(os.getloadavg()[0], 2),
                "command": "python -m echo_cli.bench.end_to_end threads " + " ".join(sys.argv[2:])}
-        text = json.dumps(rec, indent=1)
-        if a.out:
-            from echo_cli.io_atomic import write_text
-
-            write_text(a.out, text + "\n")
-        print(text)
+        _report(rec, a.out)
         return
     if a.cmd == "worker":
         from echo_cli import log as _log
