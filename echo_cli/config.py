@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from echo_cli.errors import SpecError, UsageError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+SEED_MAX = 2**31 - 1        # one bound for --seed, dialogue.yaml and manifest rows
 
 
 class RenderSettings(BaseModel):
@@ -21,7 +22,8 @@ class RenderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fps: float = Field(25.0, gt=0, le=120, description="output frame rate")
-    size: int = Field(512, ge=64, le=4096, description="output height in pixels (avatar layout is square)")
+    size: int = Field(512, ge=64, le=4096, description="output height in pixels; the width keeps the "
+                      "reference's aspect ratio")
     chunk_frames: int = Field(64, ge=8, le=1024, description="frames generated per chunk (T_cur)")
     t_prev: int = Field(8, ge=0, le=256, description="previously generated frames fed back as clean context")
     overlap: int = Field(4, ge=0, le=128, description="frames cross-faded between consecutive chunks")
@@ -81,8 +83,10 @@ def preset_description(name: str) -> str:
 
 
 def resolve_settings(preset: str = "default", dialogue: dict | None = None,
-                     cli: dict | None = None) -> RenderSettings:
-    """Merge built-in defaults < preset < dialogue.yaml output values < CLI flags (None = unset)."""
+                     cli: dict | None = None, dialogue_path: Path | None = None) -> RenderSettings:
+    """Merge built-in defaults < preset < dialogue.yaml output values < CLI flags (None = unset).
+    A value out of bounds is a usage error (exit 2), or, when it came from the dialogue file
+    `dialogue_path`, a spec error naming its line (exit 3)."""
     merged: dict = {}
     merged.update(load_preset(preset))
     merged.update({k: v for k, v in (dialogue or {}).items() if v is not None and k in SETTING_KEYS})
@@ -91,5 +95,13 @@ def resolve_settings(preset: str = "default", dialogue: dict | None = None,
         return RenderSettings(**merged)
     except ValidationError as e:
         err = e.errors()[0]
-        raise UsageError(f"setting '{'.'.join(map(str, err['loc']))}': {err['msg']}",
-                         fix="change the flag or dialogue value") from e
+        key = ".".join(map(str, err["loc"])) or "overlap"     # the one cross-field check: overlap < chunk_frames
+        msg = err["msg"].removeprefix("Value error, ")
+        if dialogue_path is not None and key not in (cli or {}) and key in (dialogue or {}):
+            from echo_cli.dialogue import yaml_line
+
+            field = f"output.{key}" if key in ("fps", "size", "crf") and yaml_line(dialogue_path, f"output.{key}", strict=True) \
+                else f"settings.{key}"
+            raise SpecError(f"field '{field}': {msg}", path=yaml_line(dialogue_path, field),
+                            fix="correct the value (see `echo-cli presets` for the bounds)") from e
+        raise UsageError(f"setting '{key}': {msg}", fix="change the flag or dialogue value") from e

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from echo_cli.config import RenderSettings
+from echo_cli.config import SEED_MAX, RenderSettings
 from echo_cli.errors import InputError, SpecError
 
 SPEC_VERSION = 1
+OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov")     # what the muxer writes (H.264 + AAC in MP4)
 
 
 class _Strict(BaseModel):
@@ -83,15 +84,17 @@ class OutputSpec(_Strict):
     @field_validator("path")
     @classmethod
     def _mp4(cls, v: Path) -> Path:
-        if v.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        if v.suffix.lower() not in OUTPUT_SUFFIXES:
             raise ValueError("output path must end in .mp4 (or .m4v/.mov)")
         return v
 
 
-# Any RenderSettings knob may be set under `settings:` (all optional; same bounds).
+# Any RenderSettings knob may be set under `settings:` (all optional; the same bounds, so a
+# value out of range is an error at its own line of the file)
 SettingsSpec = create_model(
     "SettingsSpec", __config__=ConfigDict(extra="forbid", frozen=True),
-    **{name: (Optional[f.annotation], None) for name, f in RenderSettings.model_fields.items()},
+    **{name: (Optional[Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation], None)
+       for name, f in RenderSettings.model_fields.items()},
 )
 
 
@@ -103,7 +106,7 @@ class DialogueSpec(_Strict):
     transcript: TranscriptSpec = TranscriptSpec()
     output: OutputSpec
     preset: str = Field("default", description="draft | default | quality (echo-cli presets)")
-    seed: int = Field(0, ge=0, description="sampling seed; same seed + inputs = same video")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="sampling seed; same seed + inputs = same video")
     checkpoint: Optional[Path] = Field(None, description="model checkpoint (.safetensors); default: bundled")
     settings: Optional[SettingsSpec] = Field(None, description="advanced: any preset key")  # type: ignore[valid-type]
 
@@ -264,6 +267,10 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
     if not isinstance(data, dict):
         raise SpecError("a dialogue file must be a YAML mapping (key: value lines)", path=f"{path}:1",
                         fix="start from `echo-cli init DIR`")
+    dup = duplicate_key(root)
+    if dup is not None:
+        raise SpecError(f"field '{dup[0]}': set twice (also at line {dup[1]}); only the last would count",
+                        path=f"{path}:{dup[2]}", fix="keep one of them")
     if "source_path" in data:
         raise _spec_error(path, root, {"type": "extra_forbidden", "loc": ("source_path",), "msg": ""})
     try:
@@ -288,24 +295,71 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
     updates["checkpoint"] = res(spec.checkpoint)
     spec = spec.model_copy(update=updates)
 
+    clash = output_clash(spec)
+    if clash is not None:
+        line, _ = _node_line(root, ("output", "path"))
+        raise SpecError(f"field 'output.path': the output is also the input {clash}; rendering would overwrite it",
+                        path=f"{path}:{line}", fix="write the video to another file")
     if check_files:
         for field, p in spec.media_paths().items():
             if not p.is_file():
                 line, _ = _node_line(root, tuple(field.split(".")))
-                raise InputError(f"field '{field}': file not found: {p}", path=f"{path}:{line}",
+                what = "is a folder, not a file" if p.is_dir() else "is not a regular file" if p.exists() else "file not found"
+                raise InputError(f"field '{field}': {what}: {p}", path=f"{path}:{line}",
                                  fix="fix the path (relative paths start at the YAML file's folder)")
     return spec
 
 
-def yaml_line(path: str | Path, field: str) -> str:
-    """`file:line` of a dotted field (for errors raised later, e.g. by preflight)."""
+def output_clash(spec, output: Path | None = None) -> str | None:
+    """The field whose file `output` (default: the spec's output.path) would overwrite, if any."""
+    out = Path(output or spec.output.path)
+    for field, p in spec.media_paths().items():
+        p = Path(p)
+        try:
+            same = out.resolve() == p.resolve() or (out.exists() and p.exists() and out.samefile(p))
+        except OSError:
+            same = False
+        if same:
+            return field
+    return None
+
+
+def yaml_line(path: str | Path, field: str, strict: bool = False) -> str:
+    """`file:line` of a dotted field (for errors raised later, e.g. by preflight); with
+    `strict`, "" when the file does not set that field."""
     import yaml
 
     path = Path(path)
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except Exception:
-        return str(path)
+        return "" if strict else str(path)
     parts = tuple(int(p) if p.isdigit() else p for p in field.split("."))
-    line, _ = _node_line(root, parts)
+    line, found = _node_line(root, parts)
+    if strict and not found:
+        return ""
     return f"{path}:{line}" if line else str(path)
+
+
+def duplicate_key(root) -> tuple[str, int, int] | None:
+    """(dotted key, first line, repeated line) of the first key a YAML mapping sets twice.
+    PyYAML keeps the last value silently; a repeated key is nearly always a paste slip that
+    would render with the wrong file or seed."""
+    import yaml
+
+    found = []
+    stack = [(root, "")]
+    while stack:
+        node, prefix = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                name = f"{prefix}{k.value}"
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if name in seen:
+                        found.append((name, seen[name], k.start_mark.line + 1))
+                    seen[name] = k.start_mark.line + 1
+                stack.append((v, name + "."))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((v, f"{prefix}{i}.") for i, v in enumerate(node.value))
+    return min(found, key=lambda d: d[2]) if found else None      # the first in the file

@@ -78,6 +78,24 @@ class Interrupted(EchoError):
     kind = "interrupted"
 
 
+def from_os_error(e: OSError) -> EchoError | None:
+    """The typed error an OSError from deep inside a stage stands for, where its cause and fix
+    are clear (a full disk; a cache folder that cannot be written); None otherwise (a bug)."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return OutputError("disk full or file size limit reached", path=e.filename,
+                           fix="free space (or point TMPDIR / ECHO_CACHE_DIR at a larger disk) and rerun")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) and e.filename:
+        from echo_cli.hashing import cache_root
+
+        root, p = cache_root().absolute(), Path(str(e.filename)).absolute()
+        if p == root or root in p.parents or p in root.parents:
+            return OutputError(f"the cache folder cannot be written ({e.strerror})", path=root,
+                               fix="set ECHO_CACHE_DIR to a writable folder")
+    return None
+
+
 EXIT_CODES = {
     0: "success",
     1: "internal error (a bug: please report it with --verbose output)",

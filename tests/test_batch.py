@@ -424,6 +424,10 @@ def test_cli_emit_and_help(tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout.split("\n", 3)[-1])["spec"]["completions"] == 2
+    r = subprocess.run(mf.cli_cmd("--json", "batch", str(m), "--emit", "slurm"), capture_output=True, text=True,
+                       timeout=120)
+    payload = json.loads(r.stdout)                   # --json: still exactly one object, the script inside
+    assert r.returncode == 0 and payload["emit"] == "slurm" and payload["script"].startswith("#!")
     r = subprocess.run(mf.cli_cmd("batch", "--help"), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--workers" in r.stdout and "Example" in r.stdout
 
@@ -608,3 +612,15 @@ def test_batch_wide_model_error_stops_the_batch(tmp_path):
     assert len(recs) == 8 and all(x["status"] == "failed" for x in recs)
     assert sum(x["attempts"] == 0 for x in recs) >= 5           # not attempted
     assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
+
+
+def test_cli_json_says_not_ok_when_no_job_completed(tmp_path):
+    """Every job fails (the faceless 32 px image): exit 8, and the one JSON object must not
+    claim success nor the human line that "the others completed"."""
+    m = small_manifest(tmp_path, 2)
+    r = subprocess.run(mf.cli_cmd("--json", "batch", str(m), "--workers", "1"), capture_output=True, text=True,
+                       timeout=600, cwd=str(tmp_path))
+    assert r.returncode == 8, r.stderr[-2000:]
+    payload = json.loads(r.stdout)
+    assert payload["ok"] is False and payload["failed"] == 2 and payload["done"] == 0
+    assert "no job completed" in r.stderr and "the others completed" not in r.stderr

@@ -112,6 +112,28 @@ def test_usage_errors_exit_2(spec_dir):
     r = cli("render", y, "--device", "tpu", "--dry-run")
     assert_one_line_error(r, 2)
     assert "cuda" in r.stderr
+    r = cli("render", y, "--seed", "-1", "--dry-run")
+    assert_one_line_error(r, 2)
+    assert "--seed" in r.stderr
+    r = cli("render", y, "--output", spec_dir / "out.avi", "--dry-run")
+    assert_one_line_error(r, 2)
+    assert ".mp4" in r.stderr and not (spec_dir / "out.avi").exists()
+
+
+def test_unwritable_cache_folder_is_an_output_error(tmp_path, shared_data):
+    """A cache path that is a file (or a read-only home) is the user's setting to fix, not a bug."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    r = cli("render", REPO / "samples" / "real_dialogue.yaml", "--dry-run", "--output", tmp_path / "o.mp4",
+            env={"ECHO_CACHE_DIR": str(blocker / "cache")})
+    assert_one_line_error(r, 7)
+    assert "ECHO_CACHE_DIR" in r.stderr and "cache folder" in r.stderr
+
+
+def test_json_version_is_one_json_object():
+    r = cli("--json", "--version")
+    assert r.returncode == 0 and json.loads(r.stdout)["version"]
+    assert cli("--version").stdout.startswith("echo-cli ")
 
 
 def test_device_and_attention_that_cannot_run_fail_before_any_work(shared_data):

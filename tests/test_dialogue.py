@@ -161,3 +161,63 @@ def test_absolute_paths_kept(folder, tmp_path_factory):
     (other / "x.wav").write_bytes(b"x")
     p = write(folder, VALID.replace("media/a.wav", str(other / "x.wav")))
     assert load_dialogue(p).avatar.audio == other / "x.wav"
+
+
+def test_a_key_set_twice_is_an_error_at_its_second_line(folder):
+    """PyYAML keeps the last of two equal keys; a pasted second `audio:` would silently
+    render the avatar with the wrong file."""
+    p = write(folder, VALID.replace("  audio: media/a.wav", "  audio: media/a.wav\n  audio: media/u.wav"))
+    err, line = one_line_error(p)
+    assert err.exit_code == 3
+    assert f"{p}:5:" in line and "'avatar.audio'" in line and "set twice" in line and "line 4" in line
+    p = write(folder, VALID.replace("seed: 3", "seed: 3\nseed: 4"))
+    assert f"{p}:22:" in one_line_error(p)[1]
+    # the same key in two different mappings is fine
+    assert load_dialogue(write(folder, VALID)).user.audio.name == "u.wav"
+
+
+@pytest.mark.parametrize("out", ["media/u.mp4", "out/../media/u.mp4", "link.mp4"])
+def test_output_that_is_an_input_is_refused(folder, out):
+    """Writing the video over one of its own inputs would destroy the user's media."""
+    (folder / "link.mp4").symlink_to(folder / "media" / "u.mp4")
+    before = (folder / "media" / "u.mp4").read_bytes()
+    err, line = one_line_error(write(folder, VALID.replace("  path: out/talk.mp4", f"  path: {out}")))
+    assert err.exit_code == 3 and ":15:" in line and "'output.path'" in line
+    assert "user.video" in line and "overwrite" in line
+    assert (folder / "media" / "u.mp4").read_bytes() == before
+
+
+def test_settings_bounds_are_checked_at_their_line(folder):
+    p = write(folder, VALID.replace("  steps: 3", "  steps: 0"))
+    err, line = one_line_error(p)
+    assert err.exit_code == 3 and f"{p}:23:" in line and "'settings.steps'" in line
+
+
+def test_cross_field_setting_from_the_file_names_its_line(folder):
+    """overlap < chunk_frames is checked once the preset is merged: still a spec error at the
+    dialogue's line when the dialogue set it, a usage error when a flag did."""
+    from echo_cli.config import resolve_settings
+    from echo_cli.errors import UsageError
+
+    p = write(folder, VALID.replace("  steps: 3", "  overlap: 64"))
+    spec = load_dialogue(p)
+    with pytest.raises(SpecError) as ei:
+        resolve_settings(spec.preset, dialogue=spec.setting_overrides(), dialogue_path=spec.source_path)
+    assert ei.value.exit_code == 3 and ei.value.path.endswith("d.yaml:23") and "'settings.overlap'" in ei.value.message
+    with pytest.raises(UsageError) as ei:
+        resolve_settings("draft", cli={"overlap": 500})
+    assert "'overlap'" in ei.value.message
+
+
+def test_seed_out_of_range(folder):
+    from echo_cli.config import SEED_MAX
+
+    p = write(folder, VALID.replace("seed: 3", f"seed: {SEED_MAX + 1}"))
+    assert "'seed'" in one_line_error(p)[1]
+    assert load_dialogue(write(folder, VALID.replace("seed: 3", f"seed: {SEED_MAX}"))).seed == SEED_MAX
+
+
+def test_a_folder_named_as_media_says_so(folder):
+    (folder / "media" / "dir.wav").mkdir()
+    err, line = one_line_error(write(folder, VALID.replace("media/u.wav", "media/dir.wav")), InputError)
+    assert "is a folder" in line

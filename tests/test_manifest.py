@@ -289,3 +289,37 @@ def test_property_dialogue_near_valid(data):
 @settings(max_examples=120, deadline=None)
 def test_property_dialogue_arbitrary_text(text):
     _dialogue_ok(text)
+
+
+def test_keys_set_twice(folder):
+    """A repeated key in a row makes that row invalid (the others run); in the header or a CSV
+    header it is the whole manifest's error."""
+    (folder / "m.yaml").write_text(
+        "- {reference: media/a.png, audio: media/a.wav, output: o/1.mp4}\n"
+        "- reference: media/a.png\n  audio: media/a.wav\n  seed: 1\n  seed: 2\n  output: o/2.mp4\n")
+    m = load_manifest(folder / "m.yaml")
+    assert [j.id for j in m.jobs] == ["1"]
+    assert [p.line for p in m.invalid] == [2] and "'seed' is set twice" in m.invalid[0].message
+    (folder / "h.yaml").write_text("version: 1\ndefaults: {preset: draft}\ndefaults: {preset: quality}\njobs: []\n")
+    with pytest.raises(SpecError) as e:
+        load_manifest(folder / "h.yaml")
+    assert "h.yaml:3" in e.value.one_line() and "twice" in e.value.one_line()
+    (folder / "m.csv").write_text("reference,audio,audio,output\nmedia/a.png,media/a.wav,media/u.mp4,o/1.mp4\n")
+    with pytest.raises(SpecError) as e:
+        load_manifest(folder / "m.csv")
+    assert "audio" in e.value.one_line() and "m.csv:1" in e.value.one_line()
+    (folder / "m.jsonl").write_text('{"reference": "media/a.png", "audio": "media/a.wav", "seed": 1, "seed": 2}\n')
+    m = load_manifest(folder / "m.jsonl")
+    assert not m.jobs and "'seed' is set twice" in m.invalid[0].message
+
+
+def test_output_that_is_an_input_is_an_invalid_row(folder):
+    (folder / "d.yaml").write_text("version: 1\navatar:\n  video: media/u.mp4\noutput:\n  path: out/talk.mp4\n")
+    (folder / "m.yaml").write_text(
+        "- {reference: media/u.mp4, audio: media/a.wav, output: media/u.mp4}\n"
+        "- {dialogue: d.yaml, output: media/u.mp4}\n"
+        "- {reference: media/a.png, audio: media/a.wav, output: media/ok.mp4}\n")
+    m = load_manifest(folder / "m.yaml")
+    assert [j.id for j in m.jobs] == ["ok"]
+    msgs = {p.line: p.message for p in m.invalid}
+    assert "also the input reference" in msgs[1] and "the dialogue's avatar.video" in msgs[2]

@@ -77,6 +77,9 @@ CASES: list[Case] = [
     Case("negative_turn_time", "spec", "a turn starting at -1 s", "one-line error naming turns[i].start", "3"),
     Case("overlapping_turns", "spec", "two avatar turns that overlap", "one-line error naming the turns", "3"),
     Case("turn_past_audio_end", "spec", "a turn ending at 60 s with 2 s of audio", "one-line error naming the turn and the audio length", "3"),
+    Case("duplicate_key", "spec", "dialogue.yaml that sets `seed:` twice", "one-line error at the second line (YAML would keep the last silently)", "3"),
+    Case("output_is_input", "spec", "output.path is the avatar's own video", "one-line error before any work; the video is untouched", "3"),
+    Case("garbled_transcript", "input", "transcript.path: an .srt without a single timed cue", "one-line error naming the file (also under --dry-run)", "4"),
     # -- paths ---------------------------------------------------------------------------
     Case("path_spaces", "path", "media, dialogue and output paths with spaces", "renders", OK),
     Case("path_unicode", "path", "media, dialogue and output paths in non-ASCII (ünï/日本)", "renders", OK),
@@ -86,6 +89,7 @@ CASES: list[Case] = [
     Case("output_parent_is_file", "output", "output folder is a regular file", "one-line error before any model loads", "7"),
     Case("output_dir_readonly", "output", "output folder without write permission", "one-line error before any model loads", "7"),
     Case("disk_full", "output", "file-size limit (RLIMIT_FSIZE 16 KiB) hit while writing", "one-line error: disk full; no partial file", "7"),
+    Case("cache_not_writable", "output", "ECHO_CACHE_DIR is a regular file", "one-line error naming the cache folder, before any model loads", "7"),
     # -- checkpoints ---------------------------------------------------------------------
     Case("checkpoint_missing", "model", "checkpoint: a path that does not exist", "one-line error with the fix", "5"),
     Case("checkpoint_truncated", "model", "safetensors file cut to a third", "one-line error: truncated/corrupt checkpoint", "5"),
@@ -449,6 +453,28 @@ def b_python_tag(tmp, b):
     return s
 
 
+def b_output_is_input(tmp, b):
+    clip = mf.face_clip(tmp / "avatar.mp4", 2.0)
+    before = clip.read_bytes()
+    d = _dialogue(tmp, b, video=clip, output=str(clip))
+    s = Scenario(["render", str(d)], tmp / "out" / "out.mp4")
+    s.check = lambda r: None if clip.read_bytes() == before else (_ for _ in ()).throw(AssertionError("input overwritten"))
+    return s
+
+
+def b_garbled_transcript(tmp, b):
+    bad = tmp / "words.srt"
+    bad.write_text("these are just words\nwith no timings at all\n")
+    return simple(tmp, b, transcript=bad)
+
+
+def b_cache_file(tmp, b):
+    s = simple(tmp, b)
+    (tmp / "cache-file").write_text("not a folder")
+    s.env = {"ECHO_CACHE_DIR": str(tmp / "cache-file")}
+    return s
+
+
 BUILDERS: dict[str, Callable[[Path, Base], Scenario]] = {
     "missing_file": lambda tmp, b: simple(tmp, b, image=tmp / "nope.jpg"),
     "unreadable_file": b_unreadable,
@@ -480,6 +506,9 @@ BUILDERS: dict[str, Callable[[Path, Base], Scenario]] = {
     "negative_turn_time": b_negative,
     "overlapping_turns": b_overlap,
     "turn_past_audio_end": b_past_end,
+    "duplicate_key": lambda tmp, b: simple(tmp, b, raw_extra="seed: 1\n"),
+    "output_is_input": b_output_is_input,
+    "garbled_transcript": b_garbled_transcript,
     "path_spaces": _named("my media/port rait.jpg", "my media/my talk.yaml", "my out/out put.mp4"),
     "path_unicode": _named("ünïcødé/日本 portrait.jpg", "ünïcødé/対話.yaml", "出力/vidéo.mp4"),
     "path_leading_dash": _named("-media/-ref.jpg", "-talk.yaml", "-out.mp4", dash=True),
@@ -487,6 +516,7 @@ BUILDERS: dict[str, Callable[[Path, Base], Scenario]] = {
     "output_parent_is_file": b_parent_file,
     "output_dir_readonly": b_readonly,
     "disk_full": b_disk_full,
+    "cache_not_writable": b_cache_file,
     "checkpoint_missing": b_ckpt("missing"),
     "checkpoint_truncated": b_ckpt("truncated"),
     "checkpoint_mismatched": b_ckpt("mismatched"),
@@ -693,3 +723,24 @@ def test_new_user_sweep_no_tracebacks(base, tmp_path):
 
 if __name__ == "__main__":
     sys.stdout.write(render_table())
+
+
+def test_os_errors_with_a_clear_cause_become_typed_errors(tmp_path, monkeypatch):
+    """Deep inside a stage (the audio mix, a cache write) a full disk or an unwritable cache
+    arrives as a bare OSError; the CLI and the batch report turn those into exit 7 with a fix,
+    and leave everything else an internal error (a bug)."""
+    import errno
+
+    from echo_cli.batch.jobs import error_dict
+    from echo_cli.errors import OutputError, from_os_error
+
+    monkeypatch.setenv("ECHO_CACHE_DIR", str(tmp_path / "cache"))
+    full = from_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(full, OutputError) and full.exit_code == 7 and "disk full" in full.message
+    ro = from_os_error(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "cache" / "preprocess")))
+    assert isinstance(ro, OutputError) and "ECHO_CACHE_DIR" in ro.fix and ro.path == str(tmp_path / "cache")
+    assert from_os_error(PermissionError(errno.EACCES, "Permission denied", str(tmp_path))) is not None  # its parent
+    assert from_os_error(PermissionError(errno.EACCES, "Permission denied", "/etc/shadow")) is None
+    assert from_os_error(OSError(errno.EIO, "I/O error")) is None
+    d = error_dict(OSError(errno.ENOSPC, "No space left on device"))
+    assert d["kind"] == "output" and d["exit_code"] == 7 and not d["transient"]

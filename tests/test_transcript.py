@@ -193,3 +193,21 @@ def test_attach_text():
     tr_u = Transcript(words=[Word("hi", 1.6, 1.9), Word("there", 2.0, 2.4)])
     out = attach_text(turns, tr_a, tr_u)
     assert [t.text for t in out] == ["hello", "hi there"]
+
+
+@pytest.mark.parametrize("name,text,needle", [
+    ("garbage.srt", "this is not a subtitle file\nat all\n", "no timed cues"),
+    ("words.json", json.dumps({"words": "oops"}), "list of"),
+    ("untimed.json", json.dumps({"words": [{"text": "hi"}, {"text": "there"}]}), "start and end"),
+    ("backwards.json", json.dumps({"words": [{"text": "hi", "start": 2.0, "end": 1.0}]}), "start must be"),
+])
+def test_transcripts_that_would_be_silently_empty_are_errors(tmp_path, name, text, needle):
+    """A file the user gave on purpose that yields no usable words is a mistake to report,
+    not an empty transcript to render with."""
+    p = tmp_path / name
+    p.write_text(text)
+    with pytest.raises(InputError) as ei:
+        TR.read_transcript(p)
+    assert needle in ei.value.message and ei.value.exit_code == 4
+    p.with_suffix(".srt").write_text("")            # an empty file is an empty transcript
+    assert TR.read_transcript(p.with_suffix(".srt")).words == []

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from echo_cli import __version__, cancel, log
-from echo_cli.config import RenderSettings, resolve_settings
-from echo_cli.errors import DependencyError, InputError, ModelError, OutputError, SpecError
+from echo_cli.config import SEED_MAX, RenderSettings, resolve_settings
+from echo_cli.errors import DependencyError, InputError, ModelError, OutputError, SpecError, UsageError
 
 logger = log.get("echo_cli.api.render")
 
@@ -120,7 +120,8 @@ def load_spec(spec_path: str | Path | None, *, reference=None, audio=None, user_
 
 def plan_settings(spec, preset: str | None = None, overrides: dict | None = None) -> RenderSettings:
     """Precedence: CLI flag (overrides) > dialogue.yaml > preset > built-in default."""
-    return resolve_settings(preset or spec.preset, dialogue=spec.setting_overrides(), cli=overrides or {})
+    return resolve_settings(preset or spec.preset, dialogue=spec.setting_overrides(), cli=overrides or {},
+                            dialogue_path=spec.source_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,9 +139,23 @@ def _writable_dir(out: Path) -> None:
         raise OutputError("output path is a folder", path=out, fix="name an .mp4 file")
 
 
+def _writable_cache() -> None:
+    """The cache folder (or the nearest folder that exists above it) must take writes; checked
+    without creating anything, so a dry run writes nothing."""
+    from echo_cli.hashing import cache_root
+
+    root = cache_root().absolute()
+    p = root
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise OutputError("the cache folder cannot be written" + ("" if p == root else f" (nor created under {p})"),
+                          path=root, fix="set ECHO_CACHE_DIR to a writable folder")
+
+
 def preflight(spec) -> dict:
     """ffmpeg, inputs, output. Returns {'avatar_ref': MediaInfo, 'avatar_audio': ..., ...}."""
-    from echo_cli.dialogue import yaml_line
+    from echo_cli.dialogue import output_clash, yaml_line
     from echo_cli.media.ffmpeg import ffmpeg_exe
     from echo_cli.media.probe import probe
 
@@ -175,11 +190,23 @@ def preflight(spec) -> dict:
             infos["user_video"] = check("user.video", spec.user.video, need_video=True)
         if spec.user.audio:
             infos["user_audio"] = check("user.audio", spec.user.audio, need_audio=True)
-    if spec.transcript.source == "file" and not spec.transcript.path.is_file():
-        raise InputError("transcript file not found", path=where("transcript.path", spec.transcript.path),
-                         fix="fix transcript.path or use source: faster-whisper")
+    if spec.transcript.source == "file":
+        if not spec.transcript.path.is_file():
+            raise InputError("transcript file not found", path=where("transcript.path", spec.transcript.path),
+                             fix="fix transcript.path or use source: faster-whisper")
+        from echo_cli.preprocess.transcript import read_transcript
+
+        try:                            # cheap, and a dry run should catch a garbled file too
+            read_transcript(spec.transcript.path)
+        except InputError as e:
+            raise InputError(e.message, path=where("transcript.path", spec.transcript.path), fix=e.fix) from None
     _check_turns_fit(spec, infos, src)
+    clash = output_clash(spec)
+    if clash is not None:
+        raise OutputError(f"the output is also the input {clash}; rendering would overwrite it",
+                          path=spec.output.path, fix="write the video to another file (output.path or --output)")
     _writable_dir(spec.output.path)
+    _writable_cache()
     return infos
 
 
@@ -436,7 +463,6 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     timings: dict[str, float] = {}
     unknown = set(ablate) - ABLATIONS
     if unknown:
-        from echo_cli.errors import UsageError
         raise UsageError(f"unknown ablation {sorted(unknown)}", fix=f"use one of {sorted(ABLATIONS)}")
 
     @contextmanager
@@ -453,8 +479,15 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
                          user_audio=user_audio, output=output)
         upd: dict[str, Any] = {}
         if output is not None:
+            from echo_cli.dialogue import OUTPUT_SUFFIXES
+
+            if Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
+                raise UsageError(f"--output must end in .mp4 (or .m4v/.mov), got '{Path(output).name}'",
+                                 fix="name an .mp4 file")
             upd["output"] = spec.output.model_copy(update={"path": Path(output).resolve()})
         if seed is not None:
+            if not 0 <= int(seed) <= SEED_MAX:
+                raise UsageError(f"--seed must be between 0 and {SEED_MAX}, got {seed}", fix="pass a seed in that range")
             upd["seed"] = int(seed)
         if checkpoint is not None:
             upd["checkpoint"] = Path(checkpoint).resolve()

@@ -170,6 +170,10 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def error_dict(exc: BaseException) -> dict:
+    if isinstance(exc, OSError):
+        from echo_cli.errors import from_os_error
+
+        exc = from_os_error(exc) or exc
     if isinstance(exc, EchoError):
         d = exc.to_dict()
     else:

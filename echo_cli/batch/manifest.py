@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from echo_cli.config import SETTING_KEYS, RenderSettings, load_preset
+from echo_cli.dialogue import OUTPUT_SUFFIXES, duplicate_key
 from echo_cli.errors import EchoError, SpecError
 
 MANIFEST_VERSION = 1
@@ -147,6 +148,12 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
     items_node = root
     if data is None:
         return [], defaults
+    if isinstance(root, yaml.MappingNode):      # the header (version, defaults): one for every job
+        header = yaml.MappingNode(root.tag, [(k, v) for k, v in root.value if getattr(k, "value", None) != "jobs"])
+        dup = duplicate_key(header) or _repeated(root, "jobs")
+        if dup is not None:
+            raise SpecError(f"key '{dup[0]}' is set twice (lines {dup[1]} and {dup[2]}); only the last would count",
+                            path=f"{path}:{dup[2]}", fix="keep one of them")
     if isinstance(data, dict):
         unknown = sorted(str(k) for k in data if k not in ("version", "defaults", "jobs"))
         if unknown:
@@ -171,8 +178,16 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
     for i, item in enumerate(data):
         node = items_node.value[i] if i < len(items_node.value) else None
         line = node.start_mark.line + 1 if node is not None else 0
+        dup = duplicate_key(node) if node is not None else None
+        if dup is not None:                     # this row alone is invalid
+            item = ValueError(f"key '{dup[0]}' is set twice (lines {dup[1]} and {dup[2]}); keep one of them")
         rows.append((line, item))
     return rows, defaults
+
+
+def _repeated(root, key: str) -> tuple[str, int, int] | None:
+    lines = [k.start_mark.line + 1 for k, _ in root.value if getattr(k, "value", None) == key]
+    return (key, lines[0], lines[1]) if len(lines) > 1 else None
 
 
 def _read_csv(text: str, path: Path) -> list[tuple[int, Any]]:
@@ -190,6 +205,10 @@ def _read_csv(text: str, path: Path) -> list[tuple[int, Any]]:
                 continue                        # blank line
             if header is None:
                 header = [c.strip() for c in cells]
+                twice = sorted({k for k in header if k and header.count(k) > 1})
+                if twice:
+                    raise SpecError(f"the header names {', '.join(twice)} twice", path=f"{path}:{line}",
+                                    fix="keep one column of each name")
                 continue
             if len(cells) > len(header):
                 rows.append((line, ValueError(f"{len(cells) - len(header)} cell(s) more than the header has")))
@@ -231,10 +250,21 @@ def _read_jsonl(text: str, path: Path) -> list[tuple[int, Any]]:
         if not s or s.startswith("#"):
             continue
         try:
-            rows.append((n, json.loads(s)))
+            rows.append((n, json.loads(s, object_pairs_hook=_unique_keys)))
         except (json.JSONDecodeError, RecursionError) as e:
             rows.append((n, ValueError(f"not valid JSON: {getattr(e, 'msg', e)}")))
+        except KeyError as e:
+            rows.append((n, ValueError(f"key '{e.args[0]}' is set twice; keep one of them")))
     return rows
+
+
+def _unique_keys(pairs: list) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise KeyError(k)
+        out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -250,6 +280,13 @@ def _check_settings(preset: str | None, overrides: dict) -> None:
     base = dict(_preset_values(preset or "default"))
     base.update(overrides)
     RenderSettings(**base)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _within(path: Path, root: Path) -> bool:
@@ -286,18 +323,19 @@ def _pydantic_message(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> Path:
-    """Validate a dialogue.yaml row (schema + files) and return its output path. The files it
-    names obey the same root rule as the manifest's own paths."""
+def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> tuple[Path, dict[str, Path]]:
+    """Validate a dialogue.yaml row (schema + files); returns its output path and the files it
+    reads (by field). Those files obey the same root rule as the manifest's own paths."""
     from echo_cli.api.render import load_spec     # batch talks to the api layer only
 
     spec = load_spec(path)
+    media = spec.media_paths()
     if not allow_outside:
-        for name, p in {**spec.media_paths(), "output.path": spec.output.path}.items():
+        for name, p in {**media, "output.path": spec.output.path}.items():
             if not _within(Path(p).resolve(), root):
                 raise ValueError(f"the dialogue's {name} {p} is outside the manifest's folder {root} "
                                  f"(pass --allow-outside to permit it)")
-    return Path(spec.output.path).resolve()
+    return Path(spec.output.path).resolve(), {f"the dialogue's {k}": Path(v).resolve() for k, v in media.items()}
 
 
 def _job_id(row: ManifestRow, index: int) -> str:
@@ -357,16 +395,19 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
             dialogue = _resolve(row.dialogue, base, root, allow_outside, "dialogue", check_files) \
                 if row.dialogue else None
             jid = _ID_RE.sub("_", _job_id(row, index))[:120] or f"job{index:05d}"
-            dialogue_out = _check_dialogue(dialogue, root, allow_outside) \
-                if dialogue is not None and check_files else None
+            dialogue_out, dialogue_media = _check_dialogue(dialogue, root, allow_outside) \
+                if dialogue is not None and check_files else (None, {})
             if row.output:
                 output = _resolve(row.output, base, root, allow_outside, "output", False)
             elif dialogue_out is not None:
                 output = dialogue_out           # the dialogue's own output.path
             else:
                 output = output_dir / f"{jid}.mp4"
-            if output.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+            if output.suffix.lower() not in OUTPUT_SUFFIXES:
                 raise ValueError(f"output must be an .mp4 file, got '{output.name}'")
+            clash = next((k for k, p in {**inputs, **dialogue_media}.items() if _same_file(p, output)), None)
+            if clash is not None:
+                raise ValueError(f"the output {output} is also the input {clash}; rendering would overwrite it")
             if output in seen_out:
                 raise ValueError(f"same output as the row at line {seen_out[output]}: {output}")
             if jid in seen_id:

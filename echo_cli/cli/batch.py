@@ -80,13 +80,14 @@ def register(app: typer.Typer) -> None:
         human = (f"batch {manifest.name} shard {summary.shard}: {summary.done} done, {summary.skipped} already done, "
                  f"{summary.failed} failed, {summary.invalid} invalid, {summary.locked} busy elsewhere "
                  f"in {summary.wall_s:.1f}s ({summary.videos_per_min:.1f} videos/min{rtf}); report {summary.report}")
-        common.emit(d, human=human)
+        common.emit(d, human=human, ok=not summary.exit_code)
         if summary.exit_code:
             import sys
 
             for f in summary.failures[:20]:
                 print(f"error: line {f['line']} ({f['id']}): {f['error']}", file=sys.stderr)
-            print(f"error: {summary.failed + summary.invalid} job(s) failed; the others completed "
+            others = "the others completed" if summary.done + summary.skipped else "no job completed"
+            print(f"error: {summary.failed + summary.invalid} job(s) failed; {others} "
                   f"(fix: see {summary.report}, correct the inputs and rerun)", file=sys.stderr)
             raise typer.Exit(summary.exit_code)
 
@@ -113,6 +114,11 @@ def _emit(manifest: Path, m, kind: str, shards, workers, cpus, mem, time_limit, 
     opts = EmitOptions(shards=n, workers=workers, cpus=cpus, mem=mem, time=time_limit, partition=partition,
                        image=image, pvc=pvc, name=_name(manifest), batch_args=args)
     text = emit_slurm(manifest, opts) if kind == "slurm" else emit_k8s(manifest, opts)
+    from echo_cli.cli import common
+
+    if common.state().json:         # still exactly one JSON object: the script inside it
+        common.emit({"manifest": str(manifest), "emit": kind, "shards": n, "script": text})
+        return
     sys.stdout.write(text)
     sys.stdout.flush()
 

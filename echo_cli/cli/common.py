@@ -59,11 +59,12 @@ def _default(o: Any):
     return str(o)
 
 
-def emit(result: dict, human: str | None = None) -> None:
-    """The command's result: exactly one JSON object on stdout under --json, else `human`."""
+def emit(result: dict, human: str | None = None, ok: bool = True) -> None:
+    """The command's result: exactly one JSON object on stdout under --json, else `human`.
+    ok=False: the command ran to the end but did not succeed (a batch with failed jobs)."""
     st = state()
     if st.json:
-        payload = {"ok": True, "command": st.command, **result}
+        payload = {"ok": bool(ok), "command": st.command, **result}
         sys.stdout.write(json.dumps(payload, default=_default) + "\n")
         sys.stdout.flush()
     elif human is not None:

@@ -39,7 +39,12 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"echo-cli {__version__}")
+        if _json_requested(_ARGV):      # eager: runs before the --json option is stored
+            import json
+
+            print(json.dumps({"ok": True, "command": "version", "version": __version__}))
+        else:
+            print(f"echo-cli {__version__}")
         raise typer.Exit(0)
 
 
@@ -87,6 +92,9 @@ def _register_broken(name: str, exc: Exception) -> None:
 _register_all()
 
 
+_ARGV: list[str] = []        # this run's arguments (for the eager --version callback)
+
+
 def _json_requested(argv: list[str]) -> bool:
     # global options precede the command; stop at the first non-option word
     for a in argv:
@@ -102,6 +110,7 @@ def run(argv: list[str] | None = None) -> None:
     from echo_cli.errors import EchoError, Interrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = argv
     if not ({"-v", "--verbose"} & set(argv)):
         _quiet_native_logs()
     _sigterm_unwinds()
@@ -138,6 +147,14 @@ def run(argv: list[str] | None = None) -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except Exception as e:  # a bug: one line, traceback only with --verbose
+        from echo_cli.errors import from_os_error
+
+        typed = from_os_error(e) if isinstance(e, OSError) else None
+        if typed is not None:           # a full disk or an unwritable cache, not a bug
+            code = typed.exit_code
+            _report(typed.one_line(), typed.to_dict(), argv)
+            sys.stdout.flush()
+            sys.exit(code)
         code = 1
         if common.state().verbose or "--verbose" in argv or "-v" in argv:
             import traceback

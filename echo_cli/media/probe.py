@@ -9,6 +9,7 @@ parses `ffmpeg -i` stderr (kept small and tested).
 """
 from __future__ import annotations
 
+import os
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +31,8 @@ def _check_file(path: Path) -> None:
         raise InputError("not a file", path=path, fix="give a media file, not a folder")
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", path=path, fix="re-export or re-copy the media")
+    if not os.access(path, os.R_OK):
+        raise InputError("permission denied", path=path, fix="make the file readable (chmod a+r) for this user")
 
 
 def _display_size(width: int, height: int, sar: tuple[int, int], rotation: int) -> tuple[int, int]:

@@ -626,7 +626,8 @@ def finish_track(raw: RawTrack, settings: TrackSettings = TrackSettings()) -> Fa
     if raw.n_multi:
         where = "the image" if T == 1 else f"about {min(raw.n_multi, T)} of {T} frames"
         logger.warning("%s: several faces in %s; kept the largest/most central "
-                       "(override with --face-index or --pick)", raw.source or "frames", where)
+                       "(to use another, crop the media to that face; `preprocess` and `reenact` "
+                       "also take --face-index)", raw.source or "frames", where)
     max_gap = int(round(settings.max_gap_s * raw.fps))
     lm, valid = fill_gaps(raw.landmarks, raw.detected, max_gap)
     if settings.smooth and T > 1:

@@ -305,6 +305,8 @@ def read_transcript(path: str | Path) -> Transcript:
         text = path.read_text(encoding="utf-8-sig")
         if ext in (".srt", ".vtt"):
             words = _read_cues(text)
+            if not words and text.strip():
+                raise ValueError("no timed cues found (lines like `00:00:01,000 --> 00:00:02,500`)")
             return Transcript(words=_monotonic(words), method=f"provided-{ext[1:]}",
                               notes=["cue timings from the file; word times spread evenly within each cue"])
         if ext == ".json":
@@ -316,10 +318,18 @@ def read_transcript(path: str | Path) -> Transcript:
             raw = d.get("words") if isinstance(d, dict) else d
             if raw is None and isinstance(d, dict):
                 raw = [w for s in d.get("segments", []) for w in s.get("words", [])]
+            if not isinstance(raw, list) or not all(isinstance(w, dict) for w in raw):
+                raise ValueError("'words' must be a list of {text, start, end} objects")
             words = [Word(text=str(w.get("text", w.get("word", ""))).strip(), start=float(w["start"]),
                           end=float(w["end"]), speaker=w.get("speaker") if w.get("speaker") in ("avatar", "user") else None,
                           score=w.get("score", w.get("probability")))
                      for w in raw if "start" in w and "end" in w]
+            if raw and not words:
+                raise ValueError("no word has both start and end seconds")
+            bad = next((w for w in words if not (0 <= w.start <= w.end)), None)
+            if bad is not None:
+                raise ValueError(f"word '{bad.text}' has start {bad.start:g} s and end {bad.end:g} s "
+                                 "(start must be >= 0 and <= end)")
             return Transcript(words=_monotonic([w for w in words if w.text]),
                               language=d.get("language", "en") if isinstance(d, dict) else "en",
                               method="provided-json")
