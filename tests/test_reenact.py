@@ -66,6 +66,10 @@ def test_cli_bad_references(shared_data, tmp_path):
     assert r.returncode == 4 and "not found" in last_line(r)
     r = cli("reenact", shared_data / "portraits" / "s1.jpg", drv, "-o", tmp_path / "o.avi")
     assert r.returncode == 2 and ".mp4" in last_line(r)
+    own = tmp_path / "drive.mp4"                       # the output named as the driving video
+    own.write_bytes(drv.read_bytes())
+    r = cli("reenact", shared_data / "portraits" / "s1.jpg", own, "-o", own)
+    assert r.returncode == 2 and "overwrite" in last_line(r) and own.read_bytes() == drv.read_bytes()
     # a tiny face: a portrait shrunk to 36 px (too small to detect or to animate)
     small = tmp_path / "tiny.png"
     Image.open(shared_data / "portraits" / "s1.jpg").convert("RGB").resize((36, 36)).save(small)

@@ -170,6 +170,11 @@ def reenact(reference: str | Path | None, driving: str | Path, output: str | Pat
     driving, output = Path(driving), Path(output)
     if not driving.is_file():
         raise InputError("driving video not found", path=driving, fix="check the path")
+    for what, src in (("driving video", driving), ("reference", reference)):
+        if src is not None and (output.resolve() == Path(src).resolve()
+                                or (output.exists() and Path(src).exists() and output.samefile(src))):
+            raise UsageError(f"the output is the {what}; rendering would overwrite it", path=output,
+                             fix="write the video to another file")
     info = probe(driving)
     if not info.has_video or info.is_image:
         raise InputError("the driving input is not a video", path=driving, fix="give a video with a face")
