@@ -323,3 +323,14 @@ def test_output_that_is_an_input_is_an_invalid_row(folder):
     assert [j.id for j in m.jobs] == ["ok"]
     msgs = {p.line: p.message for p in m.invalid}
     assert "also the input reference" in msgs[1] and "the dialogue's avatar.video" in msgs[2]
+
+
+def test_invalid_rows_keep_their_own_id(folder):
+    (folder / "m.jsonl").write_text(
+        '{"id": "good", "reference": "media/a.png", "audio": "media/a.wav"}\n'
+        '{"id": "typo", "reference": "media/a.png", "audoi": "media/a.wav"}\n'
+        '{"id": "good", "reference": "media/a.png", "audio": "media/a.wav", "output": "o/2.mp4"}\n'
+        '{"reference": "media/missing.png", "audio": "media/a.wav"}\n')
+    m = load_manifest(folder / "m.jsonl")
+    assert [(p.line, p.id) for p in m.invalid] == [(2, "typo"), (3, None), (4, None)]
+    assert str(m.invalid[0]).startswith("line 2 (typo): ")

@@ -101,9 +101,10 @@ class RowProblem:
     line: int
     message: str
     index: int = 0                  # position among all rows (sharding key, as for Job.index)
+    id: str | None = None           # the row's own `id`, when it gave one (the report keys rows by it)
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        return f"line {self.line}{f' ({self.id})' if self.id else ''}: {self.message}"
 
 
 @dataclass
@@ -338,6 +339,16 @@ def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> tuple[Path, 
     return Path(spec.output.path).resolve(), {f"the dialogue's {k}": Path(v).resolve() for k, v in media.items()}
 
 
+def _row_id(raw: Any, taken) -> str | None:
+    """The `id` a row that failed validation gave itself, cleaned like a job id (None when a
+    valid row already has it: the report keys rows by id)."""
+    rid = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+        rid = _ID_RE.sub("_", str(rid))[:120]
+        return rid if rid and rid not in taken else None
+    return None
+
+
 def _job_id(row: ManifestRow, index: int) -> str:
     if row.id:
         return row.id
@@ -417,11 +428,11 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
             jobs.append(Job(id=jid, index=index, line=line, output=output, dialogue=dialogue,
                             inputs=inputs, preset=row.preset, seed=row.seed, overrides=dict(row.overrides)))
         except ValidationError as e:
-            invalid.append(RowProblem(line, _pydantic_message(e), index))
+            invalid.append(RowProblem(line, _pydantic_message(e), index, _row_id(raw, seen_id)))
         except EchoError as e:
-            invalid.append(RowProblem(line, f"{e.path + ': ' if e.path else ''}{e.message}", index))
+            invalid.append(RowProblem(line, f"{e.path + ': ' if e.path else ''}{e.message}", index, _row_id(raw, seen_id)))
         except (ValueError, TypeError, OSError, RecursionError) as e:
-            invalid.append(RowProblem(line, str(e) or type(e).__name__, index))
+            invalid.append(RowProblem(line, str(e) or type(e).__name__, index, _row_id(raw, seen_id)))
     return Manifest(path=path, root=root, jobs=jobs, invalid=invalid, n_rows=len(raw_rows))
 
 

@@ -363,7 +363,7 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
                                      "kind": (r.error or {}).get("kind"), "path": (r.error or {}).get("path")})
 
     for p in invalid:
-        record(JobResult(id=f"line{p.line}", line=p.line, index=p.index, output="", status="invalid",
+        record(JobResult(id=p.id or f"line{p.line}", line=p.line, index=p.index, output="", status="invalid",
                          error={"kind": "spec", "message": p.message, "transient": False}))
     LOG.info("batch %s: %d job(s) in shard %s (%s), %d worker(s), engine %s", manifest.path.name, len(jobs),
              shard.label, shard.source, opts.workers, opts.engine)
