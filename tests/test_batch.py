@@ -579,7 +579,8 @@ def test_real_bad_rows_are_reported_and_good_jobs_complete(tmp_path):
     out, err = p.communicate(timeout=1200)
     assert p.returncode == 8, err[-3000:]
     recs = {x["id"]: x for x in reports(tmp_path) if x["type"] == "job"}
-    assert recs["line4"]["status"] == "invalid" and "nope.jpg" in recs["line4"]["error"]["message"]
+    assert recs["missing"]["status"] == "invalid" and "nope.jpg" in recs["missing"]["error"]["message"]
+    assert recs["missing"]["line"] == 4                      # reported under its own id, with its line
     assert recs["noface"]["status"] == "failed" and recs["noface"]["error"]["kind"] == "input", recs["noface"]
     assert recs["noface"]["attempts"] == 1                   # bad input is never retried
     assert recs["badaudio"]["status"] == "failed" and recs["badaudio"]["error"]["kind"] == "input", recs["badaudio"]
