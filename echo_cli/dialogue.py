@@ -50,7 +50,7 @@ class TurnSpec(_Strict):
     speaker: Literal["avatar", "user"]
     start: float = Field(ge=0, description="seconds from the start")
     end: float = Field(gt=0, description="seconds from the start; > start")
-    text: Optional[str] = Field(None, description="what is said (improves lip shapes when given)")
+    text: Optional[str] = Field(None, description="what is said (read by the LAU; kept as given, else the transcript's words)")
     emotion: Optional[str] = Field(None, description="free text, e.g. 'happy' or 'calm and warm'")
 
     @model_validator(mode="after")

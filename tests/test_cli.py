@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from echo_cli.errors import EXIT_CODES
@@ -317,3 +318,37 @@ def test_signals_during_render_exit_130_and_leave_nothing(tmp_path, sample_media
     assert "internal error" not in text
     assert text.strip().splitlines()[-1].startswith("error: ") and ("interrupted" in text or "terminated" in text)
     assert list(out_dir.iterdir()) == []
+
+
+def test_explicit_user_audio_and_turn_text_are_used(tmp_path, shared_data):
+    """user.audio, when given, is the user's voice for turns and listening (not the user
+    video's own sound); a turn's text is kept as written (not replaced by recognition)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import media_factory as mf
+
+    user = mf.face_clip(tmp_path / "user.mp4", 3.0, source="clips/d11.mp4")     # a face with its own speech
+    quiet = mf.silent_wav(tmp_path / "quiet.wav", 3.0)
+    from echo_cli.media.audio_io import load_audio
+
+    said = load_audio(mf.speech_clip(tmp_path / "said.wav", 1.5))          # the avatar answers after 1.5 s
+    speech = mf.write_wav(tmp_path / "speech.wav", np.concatenate([np.zeros(24000, np.float32), said]))
+    (tmp_path / "d.yaml").write_text(
+        "version: 1\n"
+        f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, audio: speech.wav}}\n"
+        "user: {video: user.mp4, audio: quiet.wav}\n"
+        "output: {path: out.mp4}\npreset: draft\n")
+    r = cli("--json", "render", tmp_path / "d.yaml", "--explain", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert [t["speaker"] for t in res["turns"]] == ["avatar"], res["turns"]     # the silent user.audio wins
+    assert res["turns"][0]["start"] >= 1.0
+    # explicit turns: the text given is the text used
+    (tmp_path / "t.yaml").write_text(
+        "version: 1\n"
+        f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, audio: speech.wav}}\n"
+        "turns:\n  - {speaker: avatar, start: 0.0, end: 3.0, text: 'I am so happy today'}\n"
+        "output: {path: out2.mp4}\npreset: draft\n")
+    r = cli("--json", "render", tmp_path / "t.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["turns"][0]["text"] == "I am so happy today"
+    assert speech.exists() and quiet.exists() and user.exists()

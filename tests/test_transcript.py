@@ -193,6 +193,10 @@ def test_attach_text():
     tr_u = Transcript(words=[Word("hi", 1.6, 1.9), Word("there", 2.0, 2.4)])
     out = attach_text(turns, tr_a, tr_u)
     assert [t.text for t in out] == ["hello", "hi there"]
+    # a text the dialogue gives wins over what recognition heard
+    given = [turns[0].__class__(speaker=t.speaker, start=t.start, end=t.end, text=x, emotion=t.emotion)
+             for t, x in zip(turns, ["hallo!", None])]
+    assert [t.text for t in attach_text(given, tr_a, tr_u)] == ["hallo!", "hi there"]
 
 
 @pytest.mark.parametrize("name,text,needle", [

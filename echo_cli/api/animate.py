@@ -205,7 +205,8 @@ def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int 
                          fix="set avatar.audio to a speech file")
     user_pre = pre.get("user_video") or {}
     u_track = user_pre.get("face")
-    u_feats = user_pre.get("audio") or (pre.get("user_audio") or {}).get("audio")
+    # an explicit user.audio is the user's voice; the video's own sound only stands in for it
+    u_feats = (pre.get("user_audio") or {}).get("audio") or user_pre.get("audio")
     transcript_file = pre.get("transcript_file")
     turns = dialogue_turns(spec, a_feats, u_feats,
                            avatar_pre.get("transcript") or transcript_file,

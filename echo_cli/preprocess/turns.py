@@ -95,9 +95,14 @@ def _label_runs(label: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def attach_text(turns: list[Turn], avatar: Transcript | None = None, user: Transcript | None = None) -> list[Turn]:
-    """Fill each turn's text with its speaker's words whose midpoint falls inside the turn."""
+    """Fill each turn without text with its speaker's words whose midpoint falls inside the turn.
+    A text the dialogue gives is the user's word (a correction of what recognition heard, or
+    the line an actor was given) and is kept."""
     out = []
     for t in turns:
+        if t.text:
+            out.append(t)
+            continue
         tr = avatar if t.speaker == "avatar" else user
         words = [w.text for w in (tr.words if tr else []) if t.start <= (w.start + w.end) / 2 < t.end]
         out.append(Turn(speaker=t.speaker, start=t.start, end=t.end,
