@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 _CONFIGURED = False
@@ -32,3 +33,59 @@ def get(name: str) -> logging.Logger:
 def plain_progress() -> bool:
     """Render-farm logs want line progress without escape codes."""
     return not sys.stdout.isatty() or bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+
+
+
+# C++ start-up chatter of MediaPipe's TFLite interpreters (absl/glog lines before
+# absl::InitializeLog, the XNNPACK banner); they come from graph threads at moments Python
+# does not see, so they are filtered where they land, on file descriptor 2.
+NATIVE_NOISE = re.compile(rb"^(?:[WI]0000 \d\d:\d\d:|INFO: Created TensorFlow Lite |"
+                          rb"WARNING: All log messages before absl::InitializeLog)")
+_FILTER: dict = {}
+
+
+def filter_native_stderr() -> None:
+    """For a CLI process (not --verbose): fd 2 becomes a pipe that a thread copies to the
+    real stderr minus NATIVE_NOISE lines; Python's own sys.stderr writes to the real stderr
+    directly (so a terminal stays a terminal for the progress bar, and nothing of ours waits
+    on the thread). Undone at exit."""
+    import atexit
+    import threading
+
+    if _FILTER:
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    r, w = os.pipe()
+    os.dup2(w, 2)
+    os.close(w)
+    sys.stderr = open(real, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                      errors="backslashreplace", closefd=False)
+
+    def pump() -> None:
+        rest = b""
+        with open(r, "rb", buffering=0) as src:
+            while True:
+                chunk = src.read(65536)
+                if not chunk:
+                    break
+                *lines, rest = (rest + chunk).split(b"\n")
+                keep = b"".join(ln + b"\n" for ln in lines if not NATIVE_NOISE.match(ln))
+                if keep:
+                    os.write(real, keep)
+        if rest and not NATIVE_NOISE.match(rest):
+            os.write(real, rest)
+
+    thread = threading.Thread(target=pump, name="echo-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(real, 2)            # drops this process's write end: the pump sees EOF
+        thread.join(timeout=1.0)    # (a child still holding one just keeps it open)
+
+    atexit.register(restore)
+    _FILTER.update(real=real, thread=thread)

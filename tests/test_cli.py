@@ -197,6 +197,14 @@ def test_init_writes_a_valid_commented_example(tmp_path):
     assert_one_line_error(r, 7)
     assert "--force" in r.stderr
     assert cli("init", d, "--force").returncode == 0
+    # --sample never replaces files of the user's that carry the sample's names
+    mine = tmp_path / "mine"
+    (mine / "media").mkdir(parents=True)
+    (mine / "media" / "avatar.png").write_bytes(b"my own portrait")
+    r = cli("init", mine, "--sample")
+    assert_one_line_error(r, 7)
+    assert "avatar.png" in r.stderr and (mine / "media" / "avatar.png").read_bytes() == b"my own portrait"
+    assert not (mine / "dialogue.yaml").exists()
 
 
 def test_stub_or_real_commands_never_traceback(tmp_path):
@@ -352,3 +360,26 @@ def test_explicit_user_audio_and_turn_text_are_used(tmp_path, shared_data):
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["turns"][0]["text"] == "I am so happy today"
     assert speech.exists() and quiet.exists() and user.exists()
+
+
+def test_quiet_means_quiet_even_when_mediapipe_starts(tmp_path, shared_data):
+    """A cold render starts MediaPipe's TFLite interpreters, whose C++ start-up lines go
+    straight to fd 2; --quiet promises errors only, and a normal run shows none of them."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import media_factory as mf
+
+    from echo_cli.log import NATIVE_NOISE
+
+    mf.speech_clip(tmp_path / "speech.wav", 2.0)
+    (tmp_path / "d.yaml").write_text(
+        f"version: 1\navatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, audio: speech.wav}}\n"
+        "output: {path: out.mp4}\npreset: draft\n")
+    for flags, cache in ((["-q"], "c1"), ([], "c2")):
+        r = cli(*flags, "render", tmp_path / "d.yaml", cwd=tmp_path, env={"ECHO_CACHE_DIR": str(tmp_path / cache)})
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not [ln for ln in r.stderr.splitlines() if NATIVE_NOISE.match(ln.encode())], r.stderr[-2000:]
+        if flags:
+            assert r.stderr.strip() == "", r.stderr[-2000:]
+    assert NATIVE_NOISE.match(b"W0000 00:00:1796537171.268454    6999 inference_feedback_manager.cc:114] Feedback")
+    assert NATIVE_NOISE.match(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+    assert not NATIVE_NOISE.match(b"error: talk.yaml:3: field 'avatar.image': file not found")

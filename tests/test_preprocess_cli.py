@@ -131,6 +131,11 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(empty)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 4 and "no video, image or audio" in r.stderr
+    taken = tmp_path / "results.txt"
+    taken.write_text("mine")
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "-o", str(taken)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 7 and "folder" in r.stderr and "Traceback" not in r.stderr and taken.read_text() == "mine"
 
 
 # ---------------------------------------------------------------- cache behaviour (in process)

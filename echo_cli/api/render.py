@@ -221,6 +221,11 @@ def _check_turns_fit(spec, infos: dict, src) -> None:
     length = max((i.duration for k, i in infos.items() if k in ("avatar_audio", "user_audio", "user_video")
                   and i is not None and i.has_audio), default=0.0)
     for k, t in enumerate(spec.turns or []):
+        if length and t.start >= length:
+            field = f"turns.{k}.start"
+            raise SpecError(f"field '{field}': turn starts at {t.start:g} s, after the audio ends ({length:.2f} s)",
+                            path=yaml_line(src, field) if src else None,
+                            fix=f"start the turn before {length:.2f} s or give the full audio")
         if length and t.end > length + TURN_SLACK_S:
             field = f"turns.{k}.end"
             raise SpecError(f"field '{field}': turn ends at {t.end:g} s but the audio lasts {length:.2f} s",

@@ -21,15 +21,16 @@ def register(app: typer.Typer) -> None:
     @app.command("bench", epilog=EXAMPLE, no_args_is_help=True)
     def bench(
         target: Annotated[str, typer.Argument(help=f"what to measure: {', '.join(TARGETS)}")],
-        frames: Annotated[Optional[int], typer.Option(help="frames per measurement (target default)")] = None,
+        frames: Annotated[Optional[int], typer.Option(min=1, help="frames per measurement (target default)")] = None,
         sizes: Annotated[Optional[str], typer.Option(help="comma-separated frame sizes, e.g. 256,512,1024")] = None,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the JSON result here")] = None,
-        doc: Annotated[Path, typer.Option(help="Markdown file whose bench section is updated")] = Path("docs/performance.md"),
+        doc: Annotated[Optional[Path], typer.Option(help="Markdown file whose bench section is updated "
+                                                     "(default: the project's docs/performance.md)")] = None,
         no_doc: Annotated[bool, typer.Option("--no-doc", help="do not touch the docs")] = False,
         history: Annotated[Optional[Path], typer.Option(help="JSON-lines history file (default: cache dir)")] = None,
         quick: Annotated[bool, typer.Option("--quick", help="smallest meaningful run")] = False,
         long_seconds: Annotated[Optional[float], typer.Option(
-            "--long-seconds", help="also measure peak memory of a streamed render this long")] = None,
+            "--long-seconds", min=1.0, help="also measure peak memory of a streamed render this long")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="target option key=value (repeatable)")] = None,
     ) -> None:
         """Measure a stage's speed (ms/frame, against a plain H.264 encode) and memory."""
@@ -53,15 +54,20 @@ def register(app: typer.Typer) -> None:
         except ValueError as e:
             raise UsageError(f"--sizes '{sizes}' is not a comma-separated list of integers",
                              fix="e.g. --sizes 256,512") from e
+        if size_t and not all(64 <= v <= 4096 for v in size_t):
+            raise UsageError(f"--sizes must be within 64..4096, got '{sizes}'", fix="e.g. --sizes 256,512")
         extra = {}
         for kv in set_ or []:
             if "=" not in kv:
                 raise UsageError(f"--set '{kv}' is not key=value", fix="e.g. --set steps=4")
             k, v = kv.split("=", 1)
             extra[k.strip()] = v.strip()
-        from echo_cli.bench.common import BenchArgs
+        from echo_cli.bench.common import DOC_DEFAULT, BenchArgs
 
-        args = BenchArgs(frames=frames, sizes=size_t, out=out, doc=None if no_doc else doc, history=history,
+        if doc is None:     # the project's own doc (a checkout), never ./docs of wherever this runs
+            doc = DOC_DEFAULT if DOC_DEFAULT.is_file() else None
+
+        args = BenchArgs(frames=frames, sizes=size_t, out=out, doc=None if no_doc or doc is None else doc, history=history,
                          quick=quick, long_seconds=long_seconds, extra=extra,
                          command="echo-cli " + " ".join(sys.argv[1:]) if sys.argv[1:] else f"echo-cli bench {target}")
         record = module.run(args)

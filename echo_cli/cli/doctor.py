@@ -19,6 +19,7 @@ import typer
 EXAMPLE = """Examples:
 
   echo-cli doctor
+
   echo-cli --json doctor | python -m json.tool"""
 
 

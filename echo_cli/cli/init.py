@@ -17,7 +17,9 @@ import typer
 EXAMPLE = """Examples:
 
   echo-cli init my_talk            # writes my_talk/dialogue.yaml (commented)
-  echo-cli init my_talk --sample   # also makes my_talk/media/ (portrait + synthetic speech)
+
+  echo-cli init my_talk --sample   # also makes my_talk/media/ (sample media)
+
   echo-cli render my_talk/dialogue.yaml"""
 
 TEMPLATE = """\
@@ -92,6 +94,11 @@ def _say(text: str, voice: str, pitch: int, max_seconds: float, tmp: Path):
     return wave[: int((max_seconds - 0.3) * SAMPLE_RATE)]
 
 
+def sample_media_paths(media_dir: Path) -> dict[str, Path]:
+    media_dir = Path(media_dir)
+    return {"image": media_dir / "avatar.png", "avatar": media_dir / "avatar.wav", "user": media_dir / "user.wav"}
+
+
 def make_sample_media(media_dir: Path, force: bool = False) -> dict[str, Path]:
     """avatar.png (skimage astronaut), avatar.wav and user.wav (espeak-ng), one timeline."""
     import tempfile
@@ -102,8 +109,7 @@ def make_sample_media(media_dir: Path, force: bool = False) -> dict[str, Path]:
     from echo_cli.media.audio_io import write_wav
     from echo_cli.schema import SAMPLE_RATE
 
-    media_dir = Path(media_dir)
-    paths = {"image": media_dir / "avatar.png", "avatar": media_dir / "avatar.wav", "user": media_dir / "user.wav"}
+    paths = sample_media_paths(media_dir)
     if not force and all(p.is_file() for p in paths.values()):
         return paths
     media_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +139,7 @@ def register(app: typer.Typer) -> None:
     @app.command("init", epilog=EXAMPLE)
     def init(
         directory: Annotated[Path, typer.Argument(help="folder to create or fill")],
-        force: Annotated[bool, typer.Option("--force", help="overwrite an existing dialogue.yaml")] = False,
+        force: Annotated[bool, typer.Option("--force", help="overwrite an existing dialogue.yaml (and, with --sample, media)")] = False,
         sample: Annotated[bool, typer.Option("--sample", help="also synthesize sample media into DIR/media")] = False,
     ) -> None:
         """Write a commented example dialogue.yaml to start from."""
@@ -144,6 +150,10 @@ def register(app: typer.Typer) -> None:
         target = directory / "dialogue.yaml"
         if target.exists() and not force:
             raise OutputError("dialogue.yaml already exists", path=target, fix="pass --force to overwrite it")
+        taken = [p for p in sample_media_paths(directory / "media").values() if p.exists()] if sample else []
+        if taken and not force:     # they may be the user's own files under the sample's names
+            raise OutputError(f"{taken[0].name} already exists", path=taken[0],
+                              fix="pass --force to replace the sample media, or init another folder")
         io_atomic.write_text(target, TEMPLATE)
         made = {}
         if sample:

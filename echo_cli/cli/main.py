@@ -109,10 +109,15 @@ def run(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app and turn every outcome into an exit code."""
     from echo_cli.errors import EchoError, Interrupted
 
+    own_process = argv is None          # the console script / python -m, not a caller's process
     argv = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = argv
     if not ({"-v", "--verbose"} & set(argv)):
         _quiet_native_logs()
+        if own_process:
+            from echo_cli.log import filter_native_stderr
+
+            filter_native_stderr()
     _sigterm_unwinds()
     command = typer.main.get_command(app)
     code = 0

@@ -76,6 +76,10 @@ def register(app: typer.Typer) -> None:
         opts = PreprocessOptions(fps=fps, face_index=face_index, pick=_parse_pick(pick), whisper=not no_whisper,
                                  transcript=None if transcript == "none" else transcript, language=language,
                                  require_audio=require_audio, whisper_layers=whisper_layers)
+        if out is not None and out.exists() and not out.is_dir():
+            from echo_cli.errors import OutputError
+
+            raise OutputError("--out names a file, not a folder", path=out, fix="give a folder for the results")
         st = state()
         total = len(find_media(folder, recursive))
         with progress(total=total, desc="preprocess") as bar:

@@ -8,7 +8,9 @@ import typer
 EXAMPLE = """Examples:
 
   echo-cli presets              # list
+
   echo-cli presets quality      # show every value of one preset
+
   echo-cli --json presets draft
 
 Precedence: CLI flag > dialogue.yaml (output: / settings:) > preset > built-in default."""

@@ -20,16 +20,16 @@ def register(app: typer.Typer) -> None:
             help="REFERENCE DRIVING.mp4, or just DRIVING.mp4 with --reference-frame",
             metavar="[REFERENCE] DRIVING")],
         output: Annotated[Path, typer.Option("--output", "-o", help="output MP4 (H.264 + the driving audio)")],
-        size: Annotated[Optional[int], typer.Option(help="output height in pixels (default: the reference's, at most 1024)")] = None,
-        fps: Annotated[Optional[float], typer.Option(help="output frame rate (default: the driving video's)")] = None,
+        size: Annotated[Optional[int], typer.Option(min=64, max=4096, help="output height in pixels (default: the reference's, at most 1024)")] = None,
+        fps: Annotated[Optional[float], typer.Option(min=0.1, max=120, help="output frame rate (default: the driving video's)")] = None,
         reference_frame: Annotated[Optional[int], typer.Option(
             "--reference-frame", help="use this frame of the driving video as the reference (self-reenactment)")] = None,
         face_index: Annotated[Optional[int], typer.Option(
-            "--face-index", help="several faces in the reference: animate the n-th from the left")] = None,
-        expression_scale: Annotated[float, typer.Option(help="scale of the driving expressions")] = 1.0,
+            "--face-index", min=0, help="several faces in the reference: animate the n-th from the left")] = None,
+        expression_scale: Annotated[float, typer.Option(min=0.0, max=5.0, help="scale of the driving expressions")] = 1.0,
         no_pose: Annotated[bool, typer.Option("--no-pose", help="keep the head still; expressions only")] = False,
-        max_frames: Annotated[Optional[int], typer.Option(help="render only the first N frames (preview)")] = None,
-        crf: Annotated[int, typer.Option(help="H.264 quality (lower = better)")] = 20,
+        max_frames: Annotated[Optional[int], typer.Option(min=1, help="render only the first N frames (preview)")] = None,
+        crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality (lower = better)")] = 20,
         no_audio: Annotated[bool, typer.Option("--no-audio", help="do not mux the driving audio")] = False,
     ) -> None:
         """Drive a portrait with the head and face motion of a real video, with its audio."""

@@ -216,6 +216,11 @@ def make_face_mesh(static: bool, max_faces: int, det_conf: float = 0.5, track_co
                                            min_tracking_confidence=track_conf)
 
 
+def make_face_detector(model_selection: int, min_conf: float):
+    return _mediapipe().solutions.face_detection.FaceDetection(model_selection=model_selection,
+                                                               min_detection_confidence=min_conf)
+
+
 # A NormalizedLandmarkList serialises as 478 fixed 17-byte records (proto2: every set
 # field is written): tag, length, then x, y, z as tagged little-endian floats. Reading the
 # bytes is ~10x faster than walking 478 protobuf objects in Python (1 ms/frame saved).
@@ -347,9 +352,7 @@ class _CropPass:
         self.s = settings
         self.mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
                                    settings.min_tracking_confidence)
-        mp = _mediapipe()
-        self.detector = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                                  min_detection_confidence=0.4)
+        self.detector = make_face_detector(1, 0.4)
         self.box: np.ndarray | None = None
 
     def _box_from(self, centre: np.ndarray, size: float) -> np.ndarray:
@@ -444,8 +447,7 @@ class _Tracker:
         n_multi = 0
         if probe and t % self.probe_every == 0:
             if self.probe is None:
-                self.probe = _mediapipe().solutions.face_detection.FaceDetection(
-                    model_selection=0, min_detection_confidence=0.6)
+                self.probe = make_face_detector(0, 0.6)
             if len(detect_boxes(self.probe, rgb)) > 1:
                 n_multi = self.probe_every
         # Once the full frame keeps failing while the crop pass works, try the full
@@ -511,12 +513,11 @@ def track_raw(path_or_frames, fps: float | None = None, face_index: int | None =
     if first is None:
         raise InputError("the video has no decodable frames", path=source or None,
                          fix="check the file is a complete, playable video")
-    mp = _mediapipe()
     # Tracking several faces makes MediaPipe run its detector on every frame (+40 % time).
     # So a cheap short-range detector probes once a second; MediaPipe tracks several faces
     # only when the first frame shows several (or the caller picks one), else just one and
     # keeps following it (continuity) while the probe counts frames with other faces.
-    probe = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.6)
+    probe = make_face_detector(0, 0.6)
     try:
         n_first = len(detect_boxes(probe, first))
     finally:
