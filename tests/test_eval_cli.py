@@ -121,3 +121,29 @@ def test_baselines_separate_ceiling_from_floor(shared_data):
     doc = R.wrap(results)
     _check_schema(doc)
     json.dumps(doc, allow_nan=False)          # NaN never reaches the JSON
+
+
+def test_side_by_side_render_is_measured_on_the_avatar_panel(shared_data, tmp_path, monkeypatch):
+    """A side-by-side render shows user | avatar; eval must measure the avatar, which the
+    render's `layout` tag tells it (real faces on both sides, the tool's writer and muxer)."""
+    import numpy as np
+
+    from echo_cli.eval.measure import measure_video
+    from echo_cli.media.audio_io import load_audio
+    from echo_cli.media.mux import mux
+    from echo_cli.media.video_io import VideoWriter, iter_frames
+
+    monkeypatch.setenv("ECHO_CACHE_DIR", str(tmp_path / "cache"))
+    left = iter_frames(shared_data / "talking" / "r3_May_5s.mp4", fps=25.0, max_frames=40)
+    right = iter_frames(shared_data / "clips" / "d12.mp4", fps=25.0, max_frames=40)
+    with VideoWriter(tmp_path / "v.mp4", 25.0) as w:
+        for a, b in zip(left, right):
+            w.write(np.concatenate([a, b], axis=1))
+    wave = load_audio(shared_data / "talking" / "r3_May_5s.mp4")[: 16000 * 40 // 25]
+    for layout in ("side-by-side", "avatar"):
+        mux(tmp_path / "v.mp4", wave, tmp_path / f"{layout}.mp4", metadata={"layout": layout})
+    sbs = measure_video(tmp_path / "side-by-side.mp4")
+    width = sbs.info["width"]
+    assert np.nanmean(sbs.landmarks[:, :, 0]) > width / 2          # the right panel's face
+    assert "avatar's panel" in sbs.info["measured_face"]
+    assert "measured_face" not in measure_video(tmp_path / "avatar.mp4").info

@@ -534,7 +534,7 @@ def _render_stages(spec, settings, infos, result, timed, progress, explain=False
     n_frames = int(-(-tracks["n_samples"] * settings.fps // 16000))
     metadata = {"model": Path(ckpt).stem, "checkpoint_sha256": _sha256_short(ckpt), "preset": spec.preset,
                 "seed": spec.seed, "tool_version": __version__, "fps": settings.fps, "size": settings.size,
-                "steps": settings.steps}
+                "steps": settings.steps, "layout": spec.output.layout}     # eval finds the avatar's panel by it
     with timed("lcu"):
         anim = generate_frames(model, spec, settings, pre, n_frames, ablate)
     with timed("generate+render+encode"):

@@ -22,7 +22,7 @@ from echo_cli.schema import SAMPLE_RATE
 
 logger = log.get("echo_cli.eval.measure")
 
-MEASURE_VERSION = 2        # bump when the cached content changes meaning
+MEASURE_VERSION = 3        # bump when the cached content changes meaning (3: the avatar panel of side-by-side renders)
 THUMB = 128                # side of the gray thumbnails kept for SSIM/PSNR and frozen frames
 
 
@@ -202,6 +202,19 @@ def _probe(path: str) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(info).items()}
 
 
+AVATAR_PANEL = (0.75, 0.5)     # a side-by-side render is user | avatar: the face nearest this point
+
+
+def rendered_layout(path: str) -> str | None:
+    """The `layout` tag echo-cli render writes into its outputs (None for other videos)."""
+    from echo_cli.media.mux import read_metadata
+
+    try:
+        return read_metadata(path).get("layout") or None
+    except Exception:  # noqa: BLE001 - a file without readable tags is simply not ours
+        return None
+
+
 def track(path: str, max_frames: int | None = None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None, str]:
     """(fps, landmarks (T,478,3), detected (T,), euler (T,3)|None, tracker name).
 
@@ -216,14 +229,15 @@ def track(path: str, max_frames: int | None = None) -> tuple[float, np.ndarray, 
         raise DependencyError(f"the face tracker is not available ({e})",
                               fix="reinstall echo-cli (pip install -e .)") from e
     s = TrackSettings()
+    pick = AVATAR_PANEL if rendered_layout(path) == "side-by-side" else None
     if max_frames:
         from echo_cli.media.probe import probe
         fps = probe(path).fps or 25.0
         frames = np.stack(list(_iter_frames(path, max_frames=max_frames)))
-        raw = track_raw(frames, fps, None, None, s)
+        raw = track_raw(frames, fps, None, pick, s)
         raw.source = path
     else:
-        raw = track_raw(path, None, None, None, s)
+        raw = track_raw(path, None, None, pick, s)
     if not raw.detected.any():
         raise InputError("no face found in any frame", path=path,
                          fix="give a video with one clearly visible face")
@@ -303,6 +317,8 @@ def measure_video(path: str | Path, use_cache: bool = True, max_seconds: float |
     info = _probe(path)
     info.setdefault("path", path)
     info["tracker"] = tracker
+    if rendered_layout(path) == "side-by-side":
+        info["measured_face"] = "the avatar's panel (right) of a side-by-side render"
     return Measurement(path=path, fps=fps, landmarks=np.asarray(L, np.float32), detected=det,
                        frame_diffs=diffs, thumbs=thumbs, wave=_cached_wave(path, key, use_cache, max_seconds),
                        euler=euler, info=info)
