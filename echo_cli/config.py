@@ -95,9 +95,12 @@ def resolve_settings(preset: str = "default", dialogue: dict | None = None,
         return RenderSettings(**merged)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(map(str, err["loc"])) or "overlap"     # the one cross-field check: overlap < chunk_frames
+        # no loc: the one cross-field check (overlap < chunk_frames), which either key can break
+        keys = [".".join(map(str, err["loc"]))] if err["loc"] else ["overlap", "chunk_frames"]
+        from_file = [k for k in keys if k in (dialogue or {}) and k not in (cli or {})]
+        key = from_file[0] if from_file else keys[0]
         msg = err["msg"].removeprefix("Value error, ")
-        if dialogue_path is not None and key not in (cli or {}) and key in (dialogue or {}):
+        if dialogue_path is not None and from_file and not any(k in (cli or {}) for k in keys):
             from echo_cli.dialogue import yaml_line
 
             field = f"output.{key}" if key in ("fps", "size", "crf") and yaml_line(dialogue_path, f"output.{key}", strict=True) \

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from echo_cli.config import SETTING_KEYS, RenderSettings, load_preset
+from echo_cli.config import SEED_MAX, SETTING_KEYS, RenderSettings, load_preset
 from echo_cli.dialogue import OUTPUT_SUFFIXES, duplicate_key
 from echo_cli.errors import EchoError, SpecError
 
@@ -51,7 +51,7 @@ class ManifestRow(BaseModel):
     user_audio: str | None = Field(None, description="the user's audio, optional")
     output: str | None = Field(None, description="output .mp4; default <output-dir>/<id>.mp4")
     preset: str | None = Field(None, description="preset name (draft, default, quality, ...)")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="sampling seed")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="sampling seed")
     overrides: dict[str, Any] = Field(default_factory=dict, description="render settings over the preset")
 
     @field_validator("id", "dialogue", "reference", "audio", "user_video", "user_audio", "output", "preset")
