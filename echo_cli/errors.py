@@ -86,7 +86,7 @@ def from_os_error(e: OSError) -> EchoError | None:
     if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return OutputError("disk full or file size limit reached", path=e.filename,
                            fix="free space (or point TMPDIR / ECHO_CACHE_DIR at a larger disk) and rerun")
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR) and e.filename:
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOENT) and e.filename:
         from echo_cli.hashing import cache_root
 
         root, p = cache_root().absolute(), Path(str(e.filename)).absolute()

@@ -367,6 +367,7 @@ def wait_for(pred, timeout: float = 60.0, step: float = 0.05) -> bool:
 
 def model_missing_render(job) -> dict:
     """Every job fails like a build without a checkpoint (a batch-wide, not per-job, error)."""
+    from echo_cli.api.render import default_checkpoint
     from echo_cli.errors import ModelError
 
-    raise ModelError("checkpoint not found", path="/nowhere/default.safetensors", fix="install the checkpoint")
+    raise ModelError("checkpoint not found", path=str(default_checkpoint()), fix="install the checkpoint")

@@ -625,3 +625,56 @@ def test_cli_json_says_not_ok_when_no_job_completed(tmp_path):
     payload = json.loads(r.stdout)
     assert payload["ok"] is False and payload["failed"] == 2 and payload["done"] == 0
     assert "no job completed" in r.stderr and "the others completed" not in r.stderr
+
+
+def test_rows_with_their_own_broken_checkpoint_fail_alone(tmp_path):
+    """Two rows in a row whose dialogues name a damaged checkpoint are those rows' bad input:
+    the batch-wide stop (meant for the model every job uses) must not skip the good rows."""
+    m = real_manifest(tmp_path, 2)
+    data = mf.need_shared()
+    ck = mf.truncated_checkpoint(tmp_path / "broken.safetensors")
+    bad = []
+    for rid in ("ck1", "ck2"):
+        d = mf.dialogue_yaml(tmp_path / "dialogues" / f"{rid}.yaml", image=data / "portraits" / "s1.jpg",
+                             audio=tmp_path / "audio" / "clip0.wav", transcript=tmp_path / "audio" / "words.srt",
+                             output=f"../out/{rid}.mp4", checkpoint=ck)
+        bad.append({"id": rid, "dialogue": f"dialogues/{d.name}"})
+    rows = bad + [json.loads(x) for x in m.read_text().splitlines()]          # the bad ones first
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = cli_batch(m, "--workers", "1")
+    out, err = p.communicate(timeout=1200)
+    assert p.returncode == 8, err[-3000:]
+    recs = {x["id"]: x for x in reports(tmp_path) if x["type"] == "job"}
+    assert recs["ck1"]["error"]["kind"] == recs["ck2"]["error"]["kind"] == "model"
+    assert recs["real00"]["status"] == recs["real01"]["status"] == "done"
+    assert "batch stopped" not in err
+
+
+def test_report_may_not_overwrite_the_manifest_or_an_input(tmp_path):
+    m = small_manifest(tmp_path, 2)
+    before = m.read_bytes()
+    for target in (m, tmp_path / "in" / "a.wav", tmp_path / "in"):
+        r = subprocess.run(mf.cli_cmd("batch", str(m), "--report", str(target)), capture_output=True, text=True,
+                           timeout=300, cwd=str(tmp_path))
+        assert r.returncode == 7 and "Traceback" not in r.stderr and "report" in r.stderr, r.stderr[-2000:]
+    assert m.read_bytes() == before and (tmp_path / "in" / "a.wav").stat().st_size > 1000
+
+
+def test_emit_keeps_names_on_their_comment_line(tmp_path):
+    m = small_manifest(tmp_path, 2)
+    evil = tmp_path / "evil\ntouch PWNED\n.jsonl"
+    evil.write_bytes(m.read_bytes())
+    for kind in ("slurm", "k8s"):
+        r = subprocess.run(mf.cli_cmd("batch", str(evil), "--emit", kind, "--mem", "8G"), capture_output=True,
+                           text=True, timeout=300, cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr[-2000:]
+        comment = r.stdout.splitlines()[1 if kind == "slurm" else 0]       # the name, escaped, on one line
+        assert comment.startswith("# ") and "evil\\ntouch PWNED\\n.jsonl" in comment, comment
+        if kind == "slurm":     # elsewhere the name is one quoted word of the command
+            cmd = next(ln for ln in r.stdout.split("\n#")[-1].split("\n") if ln.startswith("echo-cli"))
+            assert cmd.startswith("echo-cli batch '")
+        if kind == "k8s":
+            assert "memory: 8Gi" in r.stdout and "8Gii" not in r.stdout
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--emit", "slurm", "--partition", "x\ntouch P"),
+                       capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert r.returncode == 2 and "--partition" in r.stderr

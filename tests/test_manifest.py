@@ -334,3 +334,29 @@ def test_invalid_rows_keep_their_own_id(folder):
     m = load_manifest(folder / "m.jsonl")
     assert [(p.line, p.id) for p in m.invalid] == [(2, "typo"), (3, None), (4, None)]
     assert str(m.invalid[0]).startswith("line 2 (typo): ")
+
+
+def test_rows_settings_beat_defaults_and_ids_keep_their_letters(folder):
+    (folder / "m.yaml").write_text(
+        "version: 1\n"
+        "defaults: {audio: media/a.wav, fps: 30, overrides: {steps: 3}}\n"
+        "jobs:\n"
+        "  - {id: x1, reference: media/a.png, overrides: {fps: 12}}\n"
+        "  - {id: x2, reference: media/a.png, fps: 20, overrides: {fps: 12}}\n"
+        "  - {id: 日本, reference: media/a.png}\n"
+        "  - {id: 中国, reference: media/a.png}\n"
+        "  - {id: 7, reference: media/a.png}\n")
+    m = load_manifest(folder / "m.yaml")
+    jobs = {j.id: j for j in m.jobs}
+    assert jobs["x1"].overrides == {"fps": 12, "steps": 3}          # the row's own fps, the defaults' steps
+    assert set(jobs) == {"x1", "日本", "中国", "7"} and jobs["日本"].output.name == "日本.mp4"
+    assert [p.line for p in m.invalid] == [5] and "both flat and under 'overrides'" in m.invalid[0].message
+
+
+def test_a_job_may_not_write_what_another_reads(folder):
+    (folder / "m.yaml").write_text(
+        "- {id: A, reference: media/a.png, audio: media/a.wav, output: media/u.mp4}\n"
+        "- {id: B, reference: media/u.mp4, audio: media/a.wav}\n")
+    m = load_manifest(folder / "m.yaml")
+    assert [j.id for j in m.jobs] == ["B"]
+    assert m.invalid[0].id == "A" and "input of job B" in m.invalid[0].message

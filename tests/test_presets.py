@@ -78,3 +78,16 @@ def test_broken_preset_file_is_a_spec_error(tmp_path, monkeypatch):
     with pytest.raises(SpecError, match="fps"):
         config.load_preset("bad")
     assert PRESET_DIR.name == "presets"
+
+
+def test_api_render_refuses_unknown_settings_and_odd_arguments(tmp_path):
+    """The Python API checks what the CLI's typed flags check: a misspelt setting would
+    otherwise render with the preset's value without a word."""
+    import pytest
+
+    from echo_cli.api.render import render
+    from echo_cli.errors import UsageError
+
+    for kw in ({"overrides": {"fsp": 30}}, {"overrides": [("fps", 30)]}, {"seed": "abc"}, {"seed": 1.7}):
+        with pytest.raises(UsageError):
+            render(tmp_path / "none.yaml", **kw)

@@ -15,11 +15,9 @@ stage (never a traceback). Nothing is written at the output path unless stage 8 
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,7 +144,7 @@ def _writable_cache() -> None:
 
     root = cache_root().absolute()
     p = root
-    while not p.exists() and p.parent != p:
+    while not os.path.lexists(p) and p.parent != p:     # a dangling link counts as there (and broken)
         p = p.parent
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
         raise OutputError("the cache folder cannot be written" + ("" if p == root else f" (nor created under {p})"),
@@ -466,6 +464,18 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     switch off at inference ("lpe", "hbcu", "lau") for ablation studies.
     """
     timings: dict[str, float] = {}
+    from echo_cli.config import SETTING_KEYS
+
+    if overrides is not None and not isinstance(overrides, dict):
+        raise UsageError(f"overrides must be a dict of setting: value, got {type(overrides).__name__}",
+                         fix=f"e.g. overrides={{'fps': 30}}; settings: {', '.join(SETTING_KEYS)}")
+    bad = sorted(str(k) for k in (overrides or {}) if k not in SETTING_KEYS)
+    if bad:             # a typo would otherwise render with the preset's value, silently
+        raise UsageError(f"unknown setting(s) {bad}", fix=f"use: {', '.join(SETTING_KEYS)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UsageError(f"seed must be an integer, got {seed!r}", fix="e.g. seed=0")
+    if isinstance(ablate, str):
+        ablate = (ablate,)
     unknown = set(ablate) - ABLATIONS
     if unknown:
         raise UsageError(f"unknown ablation {sorted(unknown)}", fix=f"use one of {sorted(ABLATIONS)}")
@@ -514,10 +524,9 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         result["dry_run"] = True
         return result
 
-    # Third-party libraries (pyannote, lightning, whisperx) print to stdout; keep stdout for
-    # results (`--json` promises exactly one JSON object there) by sending their chatter to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
-        return _render_stages(spec, settings, infos, result, timed, progress, explain, ablate)
+    # (the CLI keeps third-party prints off its stdout; a library caller's stdout is its own,
+    # and redirecting sys.stdout here would swap it for every thread of the caller's process)
+    return _render_stages(spec, settings, infos, result, timed, progress, explain, ablate)
 
 
 def _render_stages(spec, settings, infos, result, timed, progress, explain=False, ablate=()) -> dict:

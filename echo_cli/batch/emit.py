@@ -10,6 +10,7 @@ item (Kubernetes), so a manifest named `; rm -rf ~` is just a file name.
 """
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,17 @@ class EmitOptions:
     batch_args: list[str] = field(default_factory=list)   # extra `echo-cli batch` flags
 
 
+def _label(text: str) -> str:
+    """A file name for a comment line: control characters (a newline in a name would end
+    the comment and start a command) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _k8s_memory(mem: str) -> str:
+    """SLURM-style 8G -> Kubernetes 8Gi; a Kubernetes quantity (8Gi, 512Mi) stays."""
+    return re.sub(r"^(\d+(?:\.\d+)?)([KMGT])$", r"\1\2i", mem)
+
+
 def _command(manifest: Path, opts: EmitOptions) -> list[str]:
     return ["echo-cli", "batch", str(manifest), "--workers", str(opts.workers), *opts.batch_args]
 
@@ -43,7 +55,7 @@ def emit_slurm(manifest: str | Path, opts: EmitOptions) -> str:
     throttle = f"%{opts.max_parallel}" if opts.max_parallel else ""
     lines = [
         "#!/bin/bash",
-        f"# SLURM array for {manifest.name}: {opts.shards} shard(s). Submit with: sbatch {shlex.quote(opts.name)}.sbatch",
+        f"# SLURM array for {_label(manifest.name)}: {opts.shards} shard(s). Submit with: sbatch {shlex.quote(opts.name)}.sbatch",
         "# Each element renders shard SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT (detected by echo-cli).",
         "# Resubmitting the same script after failures or preemption renders only what is missing.",
         f"#SBATCH --job-name={opts.name}",
@@ -101,8 +113,8 @@ def emit_k8s(manifest: str | Path, opts: EmitOptions) -> str:
                             {"name": "ECHO_SHARD_COUNT", "value": str(opts.shards)},
                             {"name": "OMP_NUM_THREADS", "value": str(max(1, opts.cpus // max(1, opts.workers)))},
                         ],
-                        "resources": {"requests": {"cpu": str(opts.cpus), "memory": opts.mem.replace("G", "Gi")},
-                                      "limits": {"memory": opts.mem.replace("G", "Gi")}},
+                        "resources": {"requests": {"cpu": str(opts.cpus), "memory": _k8s_memory(opts.mem)},
+                                      "limits": {"memory": _k8s_memory(opts.mem)}},
                         "volumeMounts": [{"name": "data", "mountPath": mount}],
                     }],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": opts.pvc}}],
@@ -110,7 +122,7 @@ def emit_k8s(manifest: str | Path, opts: EmitOptions) -> str:
             },
         },
     }
-    head = (f"# Kubernetes Indexed Job for {manifest.name}: {opts.shards} shard(s).\n"
+    head = (f"# Kubernetes Indexed Job for {_label(manifest.name)}: {opts.shards} shard(s).\n"
             f"# Apply with: kubectl apply -f {opts.name}.yaml  (the PVC '{opts.pvc}' must hold the manifest,\n"
             f"# its inputs and the outputs, mounted at the manifest's folder so its relative paths work).\n")
     return head + yaml.safe_dump(job, sort_keys=False)

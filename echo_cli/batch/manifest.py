@@ -32,7 +32,7 @@ from echo_cli.errors import EchoError, SpecError
 MANIFEST_VERSION = 1
 INPUT_FIELDS = ("reference", "audio", "user_video", "user_audio")
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_ID_RE = re.compile(r"[^A-Za-z0-9._-]+")
+_ID_RE = re.compile(r"[^\w.-]+")      # letters of any script stay (日本 and 中国 are two jobs)
 
 
 # --------------------------------------------------------------------------------------
@@ -339,6 +339,19 @@ def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> tuple[Path, 
     return Path(spec.output.path).resolve(), {f"the dialogue's {k}": Path(v).resolve() for k, v in media.items()}
 
 
+def _settings_of(row: dict, where: str) -> dict:
+    """A mapping's render settings, flat keys and its `overrides:` together (a key in both is
+    an error: which one would win is a guess)."""
+    ov = row.get("overrides") or {}
+    if not isinstance(ov, dict):
+        raise ValueError("'overrides' must be a mapping of setting: value")
+    flat = {k: v for k, v in row.items() if isinstance(k, str) and k in SETTING_KEYS}
+    both = sorted(set(flat) & set(ov))
+    if both:
+        raise ValueError(f"{', '.join(both)} set both flat and under 'overrides' in {where}; keep one")
+    return {**ov, **flat}
+
+
 def _row_id(raw: Any, taken) -> str | None:
     """The `id` a row that failed validation gave itself, cleaned like a job id (None when a
     valid row already has it: the report keys rows by id)."""
@@ -379,6 +392,7 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
 
     jobs: list[Job] = []
     invalid: list[RowProblem] = []
+    reads: dict[str, set[Path]] = {}          # job id -> the files it reads
     seen_out: dict[Path, int] = {}
     seen_id: dict[str, int] = {}
     for index, (line, raw) in enumerate(raw_rows):
@@ -387,15 +401,15 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 raise raw
             if not isinstance(raw, dict):
                 raise ValueError(f"a row must be a mapping of field: value, got {type(raw).__name__}")
+            # Settings may be written flat (fps: 25) or under 'overrides'; both end up in
+            # overrides, and the row's own beat the defaults' whichever way each was written.
             merged = {**defaults, **raw}
-            # Settings may be written flat (fps: 25) or under 'overrides'; both end up in overrides.
-            flat = {k: merged.pop(k) for k in list(merged) if isinstance(k, str) and k in SETTING_KEYS}
-            if flat:
-                ov = merged.get("overrides") or {}
-                if not isinstance(ov, dict):
-                    raise ValueError("'overrides' must be a mapping of setting: value")
-                merged["overrides"] = {**ov, **flat}
+            merged["overrides"] = {**_settings_of(defaults, "defaults"), **_settings_of(raw, "this row")}
+            for k in SETTING_KEYS:
+                merged.pop(k, None)
             merged = {str(k): v for k, v in merged.items()}
+            if isinstance(merged.get("id"), int) and not isinstance(merged["id"], bool):
+                merged["id"] = str(merged["id"])        # `id: 7` in YAML/JSON, as in CSV
             row = ManifestRow(**merged)
             _check_settings(row.preset, row.overrides)
             inputs = {}
@@ -425,6 +439,7 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 raise ValueError(f"duplicate job id '{jid}' (also at line {seen_id[jid]}); set 'id' to tell them apart")
             seen_out[output] = line
             seen_id[jid] = line
+            reads[jid] = {Path(p).resolve() for p in [*inputs.values(), *dialogue_media.values()]}
             jobs.append(Job(id=jid, index=index, line=line, output=output, dialogue=dialogue,
                             inputs=inputs, preset=row.preset, seed=row.seed, overrides=dict(row.overrides)))
         except ValidationError as e:
@@ -433,6 +448,16 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
             invalid.append(RowProblem(line, f"{e.path + ': ' if e.path else ''}{e.message}", index, _row_id(raw, seen_id)))
         except (ValueError, TypeError, OSError, RecursionError) as e:
             invalid.append(RowProblem(line, str(e) or type(e).__name__, index, _row_id(raw, seen_id)))
+    # a job may not write what another job reads: that job would render from a video made
+    # by the batch (and be recorded as done), and the user's file would be gone
+    readers = {p: j.id for j in jobs for p in reads[j.id]}
+    clash = [j for j in jobs if j.output in readers and readers[j.output] != j.id]
+    for j in clash:
+        invalid.append(RowProblem(j.line, f"its output {j.output} is an input of job {readers[j.output]}; "
+                                  "rendering would overwrite it", j.index, j.id))
+    if clash:
+        jobs = [j for j in jobs if j not in clash]
+        invalid.sort(key=lambda p: p.line)
     return Manifest(path=path, root=root, jobs=jobs, invalid=invalid, n_rows=len(raw_rows))
 
 

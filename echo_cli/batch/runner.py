@@ -106,6 +106,25 @@ def resolve_job_fn(ref: JobFn | str | None) -> JobFn:
         raise UsageError(f"cannot load job function '{ref}': {e}", fix="use module:function") from e
 
 
+def _check_report_path(path: Path, manifest) -> None:
+    """The report is rewritten from scratch: it may not be the manifest, a job's input or
+    output, or a folder (all checked before any work)."""
+    from echo_cli.errors import OutputError
+
+    taken = {Path(manifest.path).resolve(): "the manifest"}
+    for job in manifest.jobs:
+        taken.setdefault(Path(job.output).resolve(), f"the output of job {job.id}")
+        for name, p in [*job.inputs.items(), ("dialogue", job.dialogue)]:
+            if p is not None:
+                taken.setdefault(Path(p).resolve(), f"the {name} of job {job.id}")
+    if path in taken:
+        raise OutputError(f"the report would overwrite {taken[path]}", path=path,
+                          fix="give --report a new .jsonl file")
+    if path.is_dir() or (path.parent.exists() and not path.parent.is_dir()):
+        raise OutputError("the report path is a folder or inside a file", path=path,
+                          fix="give --report a .jsonl file in an existing folder")
+
+
 def default_report_path(manifest: Path, shard: Shard) -> Path:
     tag = "" if shard.is_whole else f".shard{shard.index}of{shard.count}"
     return manifest.with_name(f"{manifest.stem}{tag}.report.jsonl")
@@ -214,6 +233,10 @@ def _worker_main(conn: Connection, job_fn_ref: Any, ckpt: str, name: str, thread
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # results travel over `conn`; whatever a library prints goes to stderr, never into the
+    # parent's stdout (one JSON object under --json)
+    sys.stdout.flush()
+    os.dup2(2, 1)
     if "torch" in sys.modules:                          # spawned children normally import it later,
         sys.modules["torch"].set_num_threads(threads)   # reading OMP_NUM_THREADS set by the parent
     job_fn = resolve_job_fn(job_fn_ref)
@@ -292,7 +315,7 @@ class _Breaker:
 
     def see(self, r: JobResult) -> None:
         e = r.error or {}
-        if r.status == "failed" and e.get("kind") in ("model", "dependency"):
+        if r.status == "failed" and e.get("kind") in ("model", "dependency") and _shared(e):
             key = (e.get("kind"), e.get("message"), e.get("path"))
             self.count = self.count + 1 if key == self.key else 1
             self.key = key
@@ -301,6 +324,20 @@ class _Breaker:
                 LOG.error("stopping the batch: %d jobs in a row failed with: %s", self.count, e.get("message"))
         elif r.status in ("done", "failed"):
             self.key, self.count = None, 0
+
+
+def _shared(error: dict) -> bool:
+    """Does the error concern what every job uses? A model error about a checkpoint that a
+    row's dialogue names is that row's input: the other jobs load another model."""
+    if error.get("kind") != "model" or not error.get("path"):
+        return True
+    from echo_cli.api.render import default_checkpoint     # batch talks to the api layer only
+
+    where = str(error["path"]).split(" (", 1)[0].rsplit(":", 1)[0]      # "file:line (field: path)" forms too
+    try:
+        return Path(where).resolve() == default_checkpoint().resolve()
+    except OSError:
+        return False
 
 
 def _delay(opts: BatchOptions, attempt: int) -> float:
@@ -345,6 +382,7 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
     jobs = shard.select(manifest.jobs)
     invalid = [p for p in manifest.invalid if p.index % shard.count == shard.index]
     report_path = Path(opts.report or default_report_path(manifest.path, shard)).resolve()
+    _check_report_path(report_path, manifest)
     summary = BatchSummary(str(Path(manifest.path).resolve()), shard.label, opts.engine, opts.workers,
                            total=len(jobs) + len(invalid), report=str(report_path))
     report = Report(report_path)

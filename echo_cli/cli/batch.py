@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
                  epilog=EXAMPLE)
     def batch(
         manifest: Annotated[Path, typer.Argument(help="manifest file: .yaml, .csv or .jsonl", show_default=False)],
-        workers: Annotated[int, typer.Option("--workers", "-w", help="local worker processes")] = 1,
-        retries: Annotated[int, typer.Option("--retries", help="extra attempts for transient errors (not bad input)")] = 2,
-        backoff: Annotated[float, typer.Option("--backoff", help="first retry delay in seconds (doubles each time)")] = 2.0,
+        workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="local worker processes")] = 1,
+        retries: Annotated[int, typer.Option("--retries", min=0, help="extra attempts for transient errors (not bad input)")] = 2,
+        backoff: Annotated[float, typer.Option("--backoff", min=0.0, help="first retry delay in seconds (doubles each time)")] = 2.0,
         shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: run shard i of n (default: from SLURM/k8s env, else all)")] = None,
         engine: Annotated[str, typer.Option("--engine", help="local | ray")] = "local",
         address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local Ray)")] = None,
@@ -42,8 +42,8 @@ def register(app: typer.Typer) -> None:
         report: Annotated[Optional[Path], typer.Option("--report", help="JSON Lines report (default: <manifest>.report.jsonl beside it)")] = None,
         check: Annotated[bool, typer.Option("--check", help="validate the manifest and exit; render nothing")] = False,
         emit: Annotated[Optional[str], typer.Option("--emit", help="slurm | k8s: print an array job for this manifest and exit")] = None,
-        shards: Annotated[Optional[int], typer.Option("--shards", help="array size for --emit (default: min(jobs, 16))")] = None,
-        cpus: Annotated[int, typer.Option("--cpus", help="CPUs per array element for --emit")] = 2,
+        shards: Annotated[Optional[int], typer.Option("--shards", min=1, help="array size for --emit (default: min(jobs, 16))")] = None,
+        cpus: Annotated[int, typer.Option("--cpus", min=1, help="CPUs per array element for --emit")] = 2,
         mem: Annotated[str, typer.Option("--mem", help="memory per array element for --emit")] = "8G",
         time_limit: Annotated[str, typer.Option("--time", help="SLURM wall time for --emit slurm")] = "04:00:00",
         partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition for --emit slurm")] = None,
@@ -101,6 +101,11 @@ def _emit(manifest: Path, m, kind: str, shards, workers, cpus, mem, time_limit, 
 
     if kind not in ("slurm", "k8s"):
         raise UsageError(f"unknown --emit '{kind}'", fix="use --emit slurm or --emit k8s")
+    # values that land on a line of the script: one token each, or a line could be smuggled in
+    for flag, value in (("--mem", mem), ("--time", time_limit), ("--partition", partition), ("--image", image),
+                        ("--pvc", pvc)):
+        if value is not None and (not value or any(c.isspace() or not c.isprintable() for c in value)):
+            raise UsageError(f"{flag} must be one word without spaces, got {value!r}", fix=f"e.g. {flag} value")
     if m.invalid and not skip_invalid:
         m.raise_if_invalid()
     n = shards or max(1, min(len(m.jobs), 16))
@@ -126,5 +131,5 @@ def _emit(manifest: Path, m, kind: str, shards, workers, cpus, mem, time_limit, 
 def _name(manifest: Path) -> str:
     import re
 
-    base = re.sub(r"[^a-z0-9-]+", "-", manifest.stem.lower()).strip("-")[:40] or "batch"
+    base = re.sub(r"[^a-z0-9-]+", "-", manifest.stem.lower()).strip("-")[:40].strip("-") or "batch"
     return f"echo-{base}"

@@ -45,10 +45,16 @@ def register(app: typer.Typer) -> None:
         from echo_cli.api.render import render as api_render
         from echo_cli.cli.common import emit, progress
 
+        import contextlib
+        import sys
+
         overrides = {"fps": fps, "size": size, "crf": crf, "steps": steps, "device": device, "attention": attention}
-        res = api_render(dialogue, output=output, preset=preset, seed=seed, checkpoint=checkpoint,
-                         overrides=overrides, progress=progress, dry_run=dry_run, explain=explain,
-                         ablate=tuple(ablate or ()))
+        # Third-party libraries (pyannote, lightning, whisperx) print to stdout; stdout is for
+        # results (`--json` promises exactly one JSON object there), so their chatter goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            res = api_render(dialogue, output=output, preset=preset, seed=seed, checkpoint=checkpoint,
+                             overrides=overrides, progress=progress, dry_run=dry_run, explain=explain,
+                             ablate=tuple(ablate or ()))
         if dry_run:
             human = f"ok: {dialogue} is valid; would write {res['output']} (preset {res['preset']})"
         else:

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         stage: Annotated[Optional[int], typer.Option(help="1: talking head (lip sync); 2: dyadic (LCU)")] = None,
         recipe: Annotated[Optional[str], typer.Option(help="a full recipe, e.g. 'default' (stage 1 + 2 -> the shipped checkpoint)")] = None,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder (checkpoints, losses, loss.png)")] = None,
-        steps: Annotated[Optional[int], typer.Option(help="optimisation steps (default: the stage's own)")] = None,
+        steps: Annotated[Optional[int], typer.Option(min=1, help="optimisation steps (default: the stage's own)")] = None,
         seed: Annotated[int, typer.Option(help="random seed")] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="continue from RUN_DIR/state")] = False,
         preset: Annotated[str, typer.Option(help="generator architecture: micro, tiny, small")] = "tiny",

@@ -212,7 +212,9 @@ def train_loop(model, loss_fn: Callable, cfg: LoopConfig, run: RunDir, dist_: Di
     if resume and Path(str(run.state) + ".safetensors").is_file():
         start = load_state(run, model, opt)
         LOG.info("resuming %s at step %d", run.path, start)
-    elif dist_.main and run.losses.is_file():
+    elif resume:    # start-or-continue: one command line for preemptible jobs, said out loud
+        LOG.warning("--resume: no saved state in %s yet; starting at step 0", run.path)
+    if start == 0 and dist_.main and run.losses.is_file():
         run.losses.unlink()
     t0 = time.time()
     acc: dict[str, float] = {}
