@@ -383,3 +383,17 @@ def test_quiet_means_quiet_even_when_mediapipe_starts(tmp_path, shared_data):
     assert NATIVE_NOISE.match(b"W0000 00:00:1796537171.268454    6999 inference_feedback_manager.cc:114] Feedback")
     assert NATIVE_NOISE.match(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
     assert not NATIVE_NOISE.match(b"error: talk.yaml:3: field 'avatar.image': file not found")
+
+
+def test_doctor_sees_what_would_break_a_render(tmp_path):
+    """A cache path that is a file, a checkpoint that is not safetensors, an ffmpeg that is
+    not ffmpeg: doctor fails them (exit 6) with the variable named in the fix."""
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\xff" * 64)
+    for env, name, needle in (({"ECHO_CACHE_DIR": str(junk)}, "cache folder", "ECHO_CACHE_DIR"),
+                              ({"ECHO_CHECKPOINT": str(junk)}, "checkpoint", "ECHO_CHECKPOINT"),
+                              ({"ECHO_FFMPEG": shutil.which("false") or "/bin/false"}, "ffmpeg", "ECHO_FFMPEG")):
+        r = cli("--json", "doctor", env=env)
+        payload = json.loads(r.stdout)
+        check = next(c for c in payload["checks"] if c["name"] == name)
+        assert r.returncode == 6 and not check["ok"] and needle in check["fix"], (name, check)

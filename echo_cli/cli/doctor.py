@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import platform
 import shutil
 import sys
@@ -54,6 +55,19 @@ def _sha256(path: Path) -> str:
     return file_sha256(path)
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """None when the file opens as safetensors (header and tensor table only: no weights read)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            if not list(f.keys()):
+                return "a safetensors file without tensors"
+    except Exception as e:  # noqa: BLE001 - any reason it cannot be read is the finding
+        return f"not a readable safetensors file ({str(e).splitlines()[0][:120]})"
+    return None
+
+
 def gather() -> list[Check]:
     checks: list[Check] = []
     py_ok = sys.version_info >= (3, 10)
@@ -70,12 +84,19 @@ def gather() -> list[Check]:
                             None if v else (setup_fix if required else f"optional: pip install {dist}")))
 
     # ffmpeg binary
+    forced = os.environ.get("ECHO_FFMPEG")
+    ff_fix = (f"ECHO_FFMPEG={forced} wins over everything: point it at a working ffmpeg, or unset it"
+              if forced else "apt-get install ffmpeg, or pip install imageio-ffmpeg")
     try:
         from echo_cli.media.ffmpeg import ffmpeg_exe, ffmpeg_version
         exe = ffmpeg_exe()
-        checks.append(Check("ffmpeg", True, f"{ffmpeg_version()} ({exe})"))
+        version = ffmpeg_version()
+        if version:     # it ran and said it is ffmpeg
+            checks.append(Check("ffmpeg", True, f"{version} ({exe})"))
+        else:
+            checks.append(Check("ffmpeg", False, f"{exe} does not answer `-version` like ffmpeg", fix=ff_fix))
     except Exception as e:  # DependencyError, or a broken binary
-        checks.append(Check("ffmpeg", False, str(e), fix="apt-get install ffmpeg, or pip install imageio-ffmpeg"))
+        checks.append(Check("ffmpeg", False, str(e), fix=ff_fix))
 
     # devices
     cuda, cuda_detail = False, "torch not installed"
@@ -122,13 +143,29 @@ def gather() -> list[Check]:
     # checkpoint
     from echo_cli.api.render import default_checkpoint
     ckpt = default_checkpoint()
+    ck_fix = (f"ECHO_CHECKPOINT={os.environ['ECHO_CHECKPOINT']} is used: point it at a checkpoint "
+              "from `echo-cli train`, or unset it" if os.environ.get("ECHO_CHECKPOINT")
+              else "train one (`echo-cli train`) or install a build with the bundled checkpoint")
     if ckpt.is_file():
+        problem = _safetensors_problem(ckpt)
         cfg = ckpt.with_suffix(".json")
-        checks.append(Check("checkpoint", True, f"{ckpt} sha256={_sha256(ckpt)}"
-                            + ("" if cfg.is_file() else " (config .json missing)")))
+        if problem:
+            checks.append(Check("checkpoint", False, f"{ckpt}: {problem}", fix=ck_fix))
+        else:
+            checks.append(Check("checkpoint", True, f"{ckpt} sha256={_sha256(ckpt)}"
+                                + ("" if cfg.is_file() else " (config .json missing)")))
     else:
-        checks.append(Check("checkpoint", False, f"{ckpt} missing",
-                            fix="train one (`echo-cli train`) or install a build with the bundled checkpoint"))
+        checks.append(Check("checkpoint", False, f"{ckpt} missing", fix=ck_fix))
+
+    # the cache (preprocessing results, models' derived files): renders write there first
+    from echo_cli.api.render import _writable_cache
+    from echo_cli.errors import OutputError
+    from echo_cli.hashing import cache_root
+    try:
+        _writable_cache()
+        checks.append(Check("cache folder", True, str(cache_root())))
+    except OutputError as e:
+        checks.append(Check("cache folder", False, f"{e.path}: {e.message}", fix=e.fix))
 
     esp = shutil.which("espeak-ng") or shutil.which("espeak")
     checks.append(Check("espeak-ng (sample speech)", esp is not None, esp or "not installed", required=False,
