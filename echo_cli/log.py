@@ -26,6 +26,19 @@ def setup(verbosity: int = 0) -> None:
         _CONFIGURED = True
 
 
+def quiet_third_party() -> None:
+    """MediaPipe/TFLite (glog, absl) and protobuf chatter hides our one-line errors; mute it
+    unless --verbose (the CLI, and batch workers of a CLI that is not verbose). Environment
+    variables must be set before those libraries load."""
+    import warnings
+
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    noisy = r"(google\.protobuf|pyannote|speechbrain|torchaudio|lightning|pytorch_lightning|whisperx|transformers)(\..*)?"
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=noisy)
+
+
 def get(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith("echo_cli") else f"echo_cli.{name}")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import multiprocessing as mp
+import logging
 import os
 import random
 import signal
@@ -224,7 +225,8 @@ def _warm_up() -> None:
             return
 
 
-def _worker_main(conn: Connection, job_fn_ref: Any, ckpt: str, name: str, threads: int, warm: bool) -> None:
+def _worker_main(conn: Connection, job_fn_ref: Any, ckpt: str, name: str, threads: int, warm: bool,
+                 quiet: bool = True) -> None:
     # Own process group: a terminal's Ctrl-C reaches only the parent, which coordinates the stop,
     # and the parent can kill a dead worker's orphans (ffmpeg) with one killpg.
     try:
@@ -237,6 +239,10 @@ def _worker_main(conn: Connection, job_fn_ref: Any, ckpt: str, name: str, thread
     # parent's stdout (one JSON object under --json)
     sys.stdout.flush()
     os.dup2(2, 1)
+    if quiet:           # a spawned process starts with default warning filters
+        from echo_cli.log import quiet_third_party
+
+        quiet_third_party()
     if "torch" in sys.modules:                          # spawned children normally import it later,
         sys.modules["torch"].set_num_threads(threads)   # reading OMP_NUM_THREADS set by the parent
     job_fn = resolve_job_fn(job_fn_ref)
@@ -264,7 +270,8 @@ class _Worker:
     def __init__(self, ctx, name: str, job_fn_ref: Any, ckpt: str, threads: int, warm: bool):
         self.name = name
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child, job_fn_ref, ckpt, name, threads, warm),
+        quiet = not logging.getLogger("echo_cli").isEnabledFor(logging.DEBUG)      # the parent's --verbose
+        self.proc = ctx.Process(target=_worker_main, args=(child, job_fn_ref, ckpt, name, threads, warm, quiet),
                                 name=f"echo-batch-{name}", daemon=True)
         self.proc.start()
         child.close()

@@ -208,16 +208,9 @@ def _sigterm_unwinds() -> None:
 
 
 def _quiet_native_logs() -> None:
-    """MediaPipe/TFLite (glog, absl) and protobuf chatter hides our one-line errors; mute it
-    unless --verbose. Environment variables must be set before those libraries load."""
-    import os
-    import warnings
+    from echo_cli.log import quiet_third_party
 
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    noisy = r"(google\.protobuf|pyannote|speechbrain|torchaudio|lightning|pytorch_lightning|whisperx|transformers)(\..*)?"
-    for category in (UserWarning, FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category, module=noisy)
+    quiet_third_party()
 
 
 def _report(line: str, err: dict, argv: list[str]) -> None:
