@@ -310,18 +310,11 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
     return spec
 
 
-def output_clash(spec, output: Path | None = None) -> str | None:
-    """The field whose file `output` (default: the spec's output.path) would overwrite, if any."""
-    out = Path(output or spec.output.path)
-    for field, p in spec.media_paths().items():
-        p = Path(p)
-        try:
-            same = out.resolve() == p.resolve() or (out.exists() and p.exists() and out.samefile(p))
-        except OSError:
-            same = False
-        if same:
-            return field
-    return None
+def output_clash(spec) -> str | None:
+    """The field whose file the spec's output.path would overwrite, if any."""
+    from echo_cli.io_atomic import same_file
+
+    return next((field for field, p in spec.media_paths().items() if same_file(spec.output.path, p)), None)
 
 
 def yaml_line(path: str | Path, field: str, strict: bool = False) -> str:

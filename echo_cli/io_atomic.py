@@ -14,6 +14,16 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Would writing `a` replace `b`? The same path after resolving links and `..`, or (both
+    existing) the same inode: the check before an output is allowed to be written."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def temp_sibling(path: Path, suffix: str | None = None) -> Path:
     """A hidden temp name in the same folder (same filesystem, so rename is atomic).
 

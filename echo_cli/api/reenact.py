@@ -24,6 +24,7 @@ import numpy as np
 
 from echo_cli import log
 from echo_cli.errors import InputError, UsageError
+from echo_cli.io_atomic import same_file
 
 logger = log.get("echo_cli.api.reenact")
 
@@ -171,8 +172,7 @@ def reenact(reference: str | Path | None, driving: str | Path, output: str | Pat
     if not driving.is_file():
         raise InputError("driving video not found", path=driving, fix="check the path")
     for what, src in (("driving video", driving), ("reference", reference)):
-        if src is not None and (output.resolve() == Path(src).resolve()
-                                or (output.exists() and Path(src).exists() and output.samefile(src))):
+        if src is not None and same_file(output, src):
             raise UsageError(f"the output is the {what}; rendering would overwrite it", path=output,
                              fix="write the video to another file")
     info = probe(driving)

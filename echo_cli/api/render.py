@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from echo_cli import __version__, cancel, log
-from echo_cli.config import SEED_MAX, RenderSettings, resolve_settings
+from echo_cli.config import SEED_MAX, SETTING_KEYS, RenderSettings, resolve_settings
 from echo_cli.errors import DependencyError, InputError, ModelError, OutputError, SpecError, UsageError
 
 logger = log.get("echo_cli.api.render")
@@ -125,12 +125,16 @@ def plan_settings(spec, preset: str | None = None, overrides: dict | None = None
 # ---------------------------------------------------------------------------------------
 # 3. preflight: cheap checks before any model loads
 # ---------------------------------------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or the closest folder above it that is there (a dangling link counts as there:
+    it is what a later mkdir would trip on)."""
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
 def _writable_dir(out: Path) -> None:
-    parent = out.parent
-    while not parent.exists():
-        if parent.parent == parent:
-            break
-        parent = parent.parent
+    parent = _nearest_existing(out.parent)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError("output folder is not writable", path=parent, fix="choose another output.path or --output")
     if out.is_dir():
@@ -143,16 +147,15 @@ def _writable_cache() -> None:
     from echo_cli.hashing import cache_root
 
     root = cache_root().absolute()
-    p = root
-    while not os.path.lexists(p) and p.parent != p:     # a dangling link counts as there (and broken)
-        p = p.parent
+    p = _nearest_existing(root)
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
         raise OutputError("the cache folder cannot be written" + ("" if p == root else f" (nor created under {p})"),
                           path=root, fix="set ECHO_CACHE_DIR to a writable folder")
 
 
 def preflight(spec) -> dict:
-    """ffmpeg, inputs, output. Returns {'avatar_ref': MediaInfo, 'avatar_audio': ..., ...}."""
+    """ffmpeg, inputs, output. Returns {'avatar_ref': MediaInfo, 'avatar_audio': ..., ...} and,
+    for `transcript: {source: file}`, 'transcript_file': the parsed Transcript."""
     from echo_cli.dialogue import output_clash, yaml_line
     from echo_cli.media.ffmpeg import ffmpeg_exe
     from echo_cli.media.probe import probe
@@ -195,7 +198,7 @@ def preflight(spec) -> dict:
         from echo_cli.preprocess.transcript import read_transcript
 
         try:                            # cheap, and a dry run should catch a garbled file too
-            read_transcript(spec.transcript.path)
+            infos["transcript_file"] = read_transcript(spec.transcript.path)     # run_preprocess uses it
         except InputError as e:
             raise InputError(e.message, path=where("transcript.path", spec.transcript.path), fix=e.fix) from None
     _check_turns_fit(spec, infos, src)
@@ -331,10 +334,8 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         if isinstance(out[key], dict):
             out[key]["path"] = str(path)
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))
-    if spec.transcript.source == "file":
-        from echo_cli.preprocess.transcript import read_transcript
-
-        out["transcript_file"] = read_transcript(spec.transcript.path)
+    if "transcript_file" in infos:      # parsed (and checked) by preflight
+        out["transcript_file"] = infos["transcript_file"]
     return out
 
 
@@ -464,8 +465,6 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     switch off at inference ("lpe", "hbcu", "lau") for ablation studies.
     """
     timings: dict[str, float] = {}
-    from echo_cli.config import SETTING_KEYS
-
     if overrides is not None and not isinstance(overrides, dict):
         raise UsageError(f"overrides must be a dict of setting: value, got {type(overrides).__name__}",
                          fix=f"e.g. overrides={{'fps': 30}}; settings: {', '.join(SETTING_KEYS)}")

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from echo_cli.config import SEED_MAX, SETTING_KEYS, RenderSettings, load_preset
 from echo_cli.dialogue import OUTPUT_SUFFIXES, duplicate_key
+from echo_cli.io_atomic import same_file
 from echo_cli.errors import EchoError, SpecError
 
 MANIFEST_VERSION = 1
@@ -283,13 +284,6 @@ def _check_settings(preset: str | None, overrides: dict) -> None:
     RenderSettings(**base)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
-
-
 def _within(path: Path, root: Path) -> bool:
     try:
         path.relative_to(root)
@@ -430,7 +424,7 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 output = output_dir / f"{jid}.mp4"
             if output.suffix.lower() not in OUTPUT_SUFFIXES:
                 raise ValueError(f"output must be an .mp4 file, got '{output.name}'")
-            clash = next((k for k, p in {**inputs, **dialogue_media}.items() if _same_file(p, output)), None)
+            clash = next((k for k, p in {**inputs, **dialogue_media}.items() if same_file(p, output)), None)
             if clash is not None:
                 raise ValueError(f"the output {output} is also the input {clash}; rendering would overwrite it")
             if output in seen_out:

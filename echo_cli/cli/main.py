@@ -113,10 +113,10 @@ def run(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = argv
     if not ({"-v", "--verbose"} & set(argv)):
-        _quiet_native_logs()
-        if own_process:
-            from echo_cli.log import filter_native_stderr
+        from echo_cli.log import filter_native_stderr, quiet_third_party
 
+        quiet_third_party()
+        if own_process:
             filter_native_stderr()
     _sigterm_unwinds()
     command = typer.main.get_command(app)
@@ -158,15 +158,14 @@ def run(argv: list[str] | None = None) -> None:
         if typed is not None:           # a full disk or an unwritable cache, not a bug
             code = typed.exit_code
             _report(typed.one_line(), typed.to_dict(), argv)
-            sys.stdout.flush()
-            sys.exit(code)
-        code = 1
-        if common.state().verbose or "--verbose" in argv or "-v" in argv:
-            import traceback
-            traceback.print_exc()
-        msg = f"internal error: {e.__class__.__name__}: {e} (rerun with --verbose and report it)"
-        _report(msg.replace("\n", " "), {"kind": "internal", "exit_code": 1, "path": None,
-                                          "message": f"{e.__class__.__name__}: {e}", "fix": "report it"}, argv)
+        else:
+            code = 1
+            if common.state().verbose or "--verbose" in argv or "-v" in argv:
+                import traceback
+                traceback.print_exc()
+            msg = f"internal error: {e.__class__.__name__}: {e} (rerun with --verbose and report it)"
+            _report(msg.replace("\n", " "), {"kind": "internal", "exit_code": 1, "path": None,
+                                              "message": f"{e.__class__.__name__}: {e}", "fix": "report it"}, argv)
     sys.stdout.flush()
     sys.exit(code)
 
@@ -205,12 +204,6 @@ def _sigterm_unwinds() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:   # respect `nohup`/background ignores
                 signal.signal(sig, handler)
-
-
-def _quiet_native_logs() -> None:
-    from echo_cli.log import quiet_third_party
-
-    quiet_third_party()
 
 
 def _report(line: str, err: dict, argv: list[str]) -> None:
