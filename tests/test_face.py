@@ -1,6 +1,8 @@
 """Face tracking, pose and crop on real media (MediaPipe runs for real, never mocked)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -198,3 +200,43 @@ def test_choose_face_largest_central_and_override():
     assert choose_face(faces, 640, 480, None, face_index=0) == 0    # left-most
     assert choose_face(faces, 640, 480, None, pick=(0.9, 0.5)) == 2
     assert choose_face(faces, 640, 480, np.array([110.0, 190.0])) == 0   # continuity
+
+
+# ---------------------------------------------------------------- mirror-averaged tracking
+
+def test_mirror_index_swaps_sides_and_keeps_the_midline():
+    from echo_cli.preprocess.face import mirror_index
+
+    m = mirror_index()
+    assert m.shape == (478,) and np.array_equal(m[m], np.arange(478))          # an involution
+    for a, b in [(61, 291), (33, 263), (468, 473), (82, 312), (87, 317), (234, 454)]:
+        assert m[a] == b and m[b] == a                                          # left <-> right
+    for i in (0, 1, 4, 13, 14, 17, 152, 168):
+        assert m[i] == i                                                        # midline
+
+
+def test_mirror_key_keeps_old_cache_keys():
+    from echo_cli.preprocess.face import TrackSettings
+
+    assert "mirror" not in TrackSettings().key()        # tracks cached before the option still match
+    assert TrackSettings(mirror=True).key()["mirror"] is True
+
+
+def test_mirror_track_is_the_average_of_direct_and_mirrored_runs(shared_data):
+    """A mirrored frame tracked and un-mirrored lands on the direct landmarks (within MediaPipe's
+    own error), and the mirror option averages exactly those two runs."""
+    from echo_cli.preprocess.face import TrackSettings, open_frames, track_raw, unmirror
+
+    frames_it, fps, *_ = open_frames(shared_data / "talking" / "lrd_sample_video.mp4", fps=25.0)
+    frames = np.stack([f for f, _ in zip(frames_it, range(60))])
+    w = frames.shape[2]
+    one = TrackSettings(chunk_frames=10 ** 6, chunk_mb=10 ** 6)
+    direct = track_raw(frames, fps, settings=one, threads=1)
+    flipped = track_raw(np.ascontiguousarray(frames[:, :, ::-1]), fps, settings=one, threads=1)
+    back = np.stack(unmirror(list(flipped.landmarks), w))
+    both = track_raw(frames, fps, settings=dataclasses.replace(one, mirror=True), threads=1)
+    assert direct.detected.all() and flipped.detected.all() and both.detected.all()
+    iod = np.linalg.norm(direct.landmarks[:, 33, :2] - direct.landmarks[:, 263, :2], axis=1)
+    gap = np.linalg.norm(back[..., :2] - direct.landmarks[..., :2], axis=2).mean(1) / iod
+    assert gap.max() < 0.08 and gap.mean() > 1e-4       # the same face, not the same numbers
+    np.testing.assert_allclose(both.landmarks, (direct.landmarks + back) / 2, atol=1e-3)

@@ -9,7 +9,11 @@ loaded machine wall time depends on the neighbours, CPU time much less):
                  - track_face with 1 thread and with the default threads
                    (preprocess.face.track_threads(): 2 on a 2-core machine): MediaPipe +
                    our landmark parsing, One-Euro, pose fit and crop boxes;
-                 and track_face from the file (ffmpeg decode included)
+                 and track_face from the file (ffmpeg decode included); and with
+                 TrackSettings.mirror (`preprocess --mirror`: the mirrored frame tracked too
+                 and averaged). Quality beside speed: jitter, the mean frame-to-frame
+                 acceleration of the pose-free landmarks in % of the eye distance (lower
+                 is steadier; real motion sets a floor above zero)
   transcription  real-time factor (processing seconds / audio seconds) of faster-whisper
                  and WhisperX on the Whisper base model, int8 CPU (model load excluded)
   cache          preprocess_folder on a few clips into an empty cache, then again:
@@ -48,11 +52,21 @@ def _default_data() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _face_row(stage: str, rel: str, w: int, h: int, n: int, t: Timer, load0: float, found=None) -> dict:
+def jitter(track) -> float:
+    """Mean |second difference| of the pose-free landmarks (x, y), in % of the eye distance
+    (the canonical face has a unit outer eye-corner distance)."""
+    lm = track.canonical[..., :2]
+    return 100.0 * float(np.linalg.norm(np.diff(lm, 2, axis=0), axis=-1).mean()) if len(lm) > 2 else 0.0
+
+
+def _face_row(stage: str, rel: str, w: int, h: int, n: int, t: Timer, load0: float, found=None,
+              track=None) -> dict:
     row = {"stage": stage, "input": f"{rel} {w}x{h}", "frames": n, "ms_per_frame": 1000 * t.seconds / n,
            "cpu_ms_per_frame": 1000 * t.cpu / n, "load": f"{load0:.2f}-{_load():.2f}"}
     if found is not None:
         row["face_found"] = float(found)
+    if track is not None:
+        row["jitter"] = jitter(track)
     return row
 
 
@@ -73,7 +87,7 @@ def bench_floor(frames: np.ndarray) -> Timer:
 
 def bench_face(data: Path, clips=FACE_CLIPS, max_frames: int | None = None,
                threads: int | None = None, from_file: bool = True) -> list[dict]:
-    from echo_cli.preprocess.face import open_frames, track_face, track_threads
+    from echo_cli.preprocess.face import TrackSettings, open_frames, track_face, track_threads
 
     threads = threads or track_threads()
     rows = []
@@ -95,7 +109,12 @@ def bench_face(data: Path, clips=FACE_CLIPS, max_frames: int | None = None,
             with Timer() as t:
                 tr = track_face(frames, fps=fps, threads=k)
             rows.append(_face_row(f"face track, decoded frames, {k} thread{'s' if k > 1 else ''}",
-                                  rel, w, h, n, t, l0, tr.detected.mean()))
+                                  rel, w, h, n, t, l0, tr.detected.mean(), tr))
+        l0 = _load()
+        with Timer() as t:
+            tr = track_face(frames, fps=fps, threads=threads, settings=TrackSettings(mirror=True))
+        rows.append(_face_row(f"mirror-averaged face track (--mirror), decoded frames, {threads} threads",
+                              rel, w, h, n, t, l0, tr.detected.mean(), tr))
         if from_file and max_frames is None:
             l0 = _load()
             with Timer() as t:
@@ -206,6 +225,9 @@ def measure(data_dir: str | Path | None = None, quick: bool = False, parts=PARTS
         "floor_ms_per_frame_512": _weighted(face, "MediaPipe FaceMesh alone", "ms_per_frame"),
         "floor_cpu_ms_per_frame_512": _weighted(face, "MediaPipe FaceMesh alone", "cpu_ms_per_frame"),
         "face_from_file_ms_per_frame_512": _weighted(face, "face track from file", "ms_per_frame"),
+        "face_mirror_ms_per_frame_512": _weighted(face, "mirror-averaged", "ms_per_frame"),
+        "jitter_512": _weighted(face, main_stage, "jitter"),
+        "jitter_mirror_512": _weighted(face, "mirror-averaged", "jitter"),
         "face_threads": threads,
         "target_ms_per_frame": TARGET_MS,
         "transcription_rtf": {r["stage"].split()[-1]: r["rtf"] for r in tr},
@@ -258,15 +280,19 @@ def _markdown(rec: dict, command: str) -> str:
                   f"CPU; 1 thread {f(s['face_1thread_ms_per_frame_512'])} ms/frame; floor (MediaPipe FaceMesh "
                   f"alone, 1 thread) {s['floor_ms_per_frame_512']:.2f} ms/frame wall, "
                   f"{s['floor_cpu_ms_per_frame_512']:.2f} ms CPU. Target ≤ {TARGET_MS:g} ms/frame: {met}.", ""]
+        if s.get("face_mirror_ms_per_frame_512") is not None:
+            lines += [f"Mirror-averaged (`preprocess --mirror`): {s['face_mirror_ms_per_frame_512']:.2f} ms/frame, "
+                      f"landmark jitter {s['jitter_mirror_512']:.2f} % of the eye distance against "
+                      f"{s['jitter_512']:.2f} % for the plain track.", ""]
     if s["transcription_rtf"]:
         lines += ["Transcription real-time factor (wall / CPU): " + ", ".join(
             f"{k} {v:.2f} / {s['transcription_cpu_rtf'][k]:.2f}" for k, v in s["transcription_rtf"].items())
             + (f"; cache speed-up {s['cache_speedup']:.0f}x." if s["cache_speedup"] else "."), ""]
-    lines += ["| stage | input | frames | wall ms/frame | CPU ms/frame | RTF | CPU RTF | s | speed-up | load |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| stage | input | frames | wall ms/frame | CPU ms/frame | jitter % | RTF | CPU RTF | s | speed-up | load |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rec["rows"]:
         lines.append("| " + " | ".join([r["stage"], r.get("input", ""), f(r.get("frames")), f(r.get("ms_per_frame")),
-                                        f(r.get("cpu_ms_per_frame")), f(r.get("rtf")), f(r.get("cpu_rtf")),
+                                        f(r.get("cpu_ms_per_frame")), f(r.get("jitter")), f(r.get("rtf")), f(r.get("cpu_rtf")),
                                         f(r.get("seconds")), f(r.get("speedup")), r.get("load", "")]) + " |")
     return "\n".join(lines)
 

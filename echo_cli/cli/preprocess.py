@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         no_whisper: Annotated[bool, typer.Option("--no-whisper", help="skip Whisper encoder features")] = False,
         whisper_layers: Annotated[str, typer.Option("--whisper-layers", help="Whisper encoder features: mid (blocks 2-3, what the default model reads) | final (the encoder output)")] = "mid",
         require_audio: Annotated[bool, typer.Option("--require-audio", help="a video without audio is an error")] = False,
+        mirror: Annotated[bool, typer.Option("--mirror", help="steadier landmarks: also track each mirrored frame and average (twice the tracking time; what training data uses)")] = False,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute everything (nothing read from or stored in the cache)")] = False,
     ) -> None:
         """Preprocess every video, image and audio file in FOLDER."""
@@ -65,6 +66,7 @@ def register(app: typer.Typer) -> None:
         from echo_cli.api.preprocess import find_media, preprocess_folder
         from echo_cli.cli.common import emit, progress, state
         from echo_cli.errors import PartialFailure, UsageError
+        from echo_cli.preprocess.face import TrackSettings
         from echo_cli.preprocess.pipeline import PreprocessOptions
 
         from echo_cli.features.audio import WHISPER_LAYERS
@@ -75,7 +77,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"unknown --transcript '{transcript}'", fix="use auto, whisperx, faster-whisper or none")
         opts = PreprocessOptions(fps=fps, face_index=face_index, pick=_parse_pick(pick), whisper=not no_whisper,
                                  transcript=None if transcript == "none" else transcript, language=language,
-                                 require_audio=require_audio, whisper_layers=whisper_layers)
+                                 require_audio=require_audio, whisper_layers=whisper_layers,
+                                 track=TrackSettings(mirror=mirror))
         if out is not None and out.exists() and not out.is_dir():
             from echo_cli.errors import OutputError
 

@@ -10,6 +10,11 @@ Single-face clips run in fixed chunks of consecutive frames (TrackSettings.chunk
 from a fresh graph after a few warm-up frames, on up to track_threads() threads: MediaPipe
 runs on one core per graph, so two graphs use both cores of the target machine. The
 chunking never depends on the thread count, so the track does not either.
+3. With TrackSettings.mirror, the same meshes also run on the mirrored frame (or crop) and
+   the un-mirrored landmarks are averaged with the direct ones: MediaPipe's per-frame errors
+   on a face and on its mirror image are largely independent, so the average is steadier
+   (held-out talking clips: mouth opening of the direct and mirrored tracks correlates only
+   0.69-0.98), at twice the tracking time. Training data uses it; renders do not by default.
 Then, over the whole clip: short gaps (<= 0.5 s) are interpolated, landmarks are smoothed
 with a One-Euro filter, head pose is fitted to the canonical face and a steady square crop
 box is derived. Landmarks are in display pixels of the frame: x, y, and z in x units.
@@ -17,6 +22,7 @@ box is derived. Landmarks are in display pixels of the frame: x, y, and z in x u
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -58,13 +64,17 @@ class TrackSettings:
     chunk_frames: int = 96              # frames per chunk (at most)
     chunk_mb: int = 64                  # ... and at most this many MB of RGB frames per chunk
     chunk_warmup: int = 4
+    mirror: bool = False                # also track the mirrored frame and average (2x time)
 
     def __post_init__(self):
         if self.chunk_frames < 1 or self.chunk_mb < 1 or self.chunk_warmup < 0:
             raise ValueError("chunk_frames and chunk_mb must be >= 1, chunk_warmup >= 0")
 
     def key(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.mirror:         # tracks cached before the option existed keep their keys
+            d.pop("mirror")
+        return d
 
     def chunk_len(self, frame_bytes: int) -> int:
         """Frames per chunk for frames of this size (bounds the memory of frames in flight)."""
@@ -282,6 +292,54 @@ def mesh_faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def mirror_index() -> np.ndarray:
+    """(478,) landmark i of a face is landmark mirror_index()[i] of its mirror image (an
+    involution: left eye <-> right eye, the midline onto itself). Derived from the canonical
+    face (pose.CANONICAL_PATH): the one-to-one matching of the mirrored mean shape to itself
+    with the least squared distance, refined by a rigid fit (the mean is not exactly
+    symmetric about x = 0)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from echo_cli.preprocess.pose import CANONICAL_PATH
+
+    m = np.load(CANONICAL_PATH)["mean"].astype(np.float64)
+    m -= m.mean(0)
+    mm = m * np.array([-1.0, 1.0, 1.0])
+    perm = np.arange(len(m))
+    for _ in range(3):
+        _, perm = linear_sum_assignment(((mm[:, None, :] - m[None, :, :]) ** 2).sum(-1))
+        a, b = mm - mm.mean(0), m[perm] - m[perm].mean(0)
+        u, _s, vt = np.linalg.svd(a.T @ b)
+        mm = a @ (u @ vt) + m[perm].mean(0)
+    perm.setflags(write=False)
+    return perm
+
+
+def unmirror(faces: list[np.ndarray], width: int) -> list[np.ndarray]:
+    """Landmarks found on a horizontally mirrored image, as landmarks of the original."""
+    idx = mirror_index()
+    out = []
+    for a in faces:
+        b = a[idx].copy()
+        b[:, 0] = width - b[:, 0]
+        out.append(b)
+    return out
+
+
+def mirror_average(direct: np.ndarray, mirrored: list[np.ndarray]) -> np.ndarray:
+    """`direct` averaged with the un-mirrored face that matches it (centres within a fifth
+    of the face size); `direct` alone when the mirror image found no such face."""
+    if not mirrored:
+        return direct
+    c, size = _centre_size(direct)
+    dist = [float(np.linalg.norm(_centre_size(m)[0] - c)) for m in mirrored]
+    i = int(np.argmin(dist))
+    if dist[i] > 0.2 * size:
+        return direct
+    return ((direct + mirrored[i]) * 0.5).astype(np.float32)
+
+
 def detect_boxes(detector, rgb: np.ndarray) -> list[np.ndarray]:
     """Face-detector boxes (x0, y0, x1, y1) in pixels, best first."""
     h, w = rgb.shape[:2]
@@ -352,6 +410,8 @@ class _CropPass:
         self.s = settings
         self.mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
                                    settings.min_tracking_confidence)
+        self.mirror_mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
+                                          settings.min_tracking_confidence) if settings.mirror else None
         self.detector = make_face_detector(1, 0.4)
         self.box: np.ndarray | None = None
 
@@ -380,7 +440,10 @@ class _CropPass:
             crop = crop_image(rgb, self.box, self.s.crop_size)
             faces = mesh_faces(self.mesh, crop)
             if faces:
-                return from_crop(faces[0], self.box, self.s.crop_size)
+                lm = faces[0]
+                if self.mirror_mesh is not None:
+                    lm = mirror_average(lm, unmirror(mesh_faces(self.mirror_mesh, crop[:, ::-1]), crop.shape[1]))
+                return from_crop(lm, self.box, self.s.crop_size)
             self.box = None        # lost: once more with a fresh detector box
         return None
 
@@ -390,8 +453,16 @@ class _CropPass:
         bc = (b[:2] + b[2:]) / 2
         return (np.abs(c - bc).max() < 0.12 * side and 0.75 < self.s.crop_margin * size / side < 1.33)
 
+    def reset(self):
+        self.mesh.reset()
+        if self.mirror_mesh is not None:
+            self.mirror_mesh.reset()
+        self.box = None
+
     def close(self):
         self.mesh.close()
+        if self.mirror_mesh is not None:
+            self.mirror_mesh.close()
         self.detector.close()
 
 
@@ -422,6 +493,9 @@ class _Tracker:
         self.face_index, self.pick = face_index, pick
         self.mesh = make_face_mesh(static, max_faces, settings.min_detection_confidence,
                                    settings.min_tracking_confidence)
+        # the mirrored frames get a graph of their own, so its video-mode tracking follows them
+        self.mirror_mesh = make_face_mesh(static, max_faces, settings.min_detection_confidence,
+                                          settings.min_tracking_confidence) if settings.mirror else None
         self.probe = None                       # made on the first probe (never for an image)
         self.crop_pass: _CropPass | None = None
         self.used = False
@@ -435,9 +509,10 @@ class _Tracker:
     def restart(self):
         if self.used:
             self.mesh.reset()
+            if self.mirror_mesh is not None:
+                self.mirror_mesh.reset()
             if self.crop_pass is not None:
-                self.crop_pass.mesh.reset()
-                self.crop_pass.box = None
+                self.crop_pass.reset()
         self._forget()
 
     def step(self, t: int, rgb: np.ndarray, probe: bool) -> tuple[np.ndarray | None, int, bool]:
@@ -459,6 +534,8 @@ class _Tracker:
         if faces:
             self.full_misses = 0
             chosen = faces[choose_face(faces, w, h, prev_centre, self.face_index, self.pick)]
+            if self.mirror_mesh is not None:
+                chosen = mirror_average(chosen, unmirror(mesh_faces(self.mirror_mesh, rgb[:, ::-1]), w))
         else:
             self.full_misses += 1 if use_full else 0
             if self.crop_pass is None:
@@ -474,6 +551,8 @@ class _Tracker:
 
     def close(self):
         self.mesh.close()
+        if self.mirror_mesh is not None:
+            self.mirror_mesh.close()
         if self.probe is not None:
             self.probe.close()
         if self.crop_pass is not None:
