@@ -4,16 +4,28 @@ A signal can arrive while a C extension is importing or running; some of them (p
 MediaPipe's) swallow the KeyboardInterrupt and report a generic failure instead. Code that
 turns exceptions into typed errors calls `check()` first, so a cancelled run still unwinds
 as an interruption (exit 130), not as a misleading "dependency missing" error.
+
+A Python caller may cancel a render from another thread (`api.render.request_cancel()`):
+the render raises `errors.Interrupted` at its next check, and the request ends with the
+render it stopped (`clear()`), so the next render starts afresh.
 """
 from __future__ import annotations
 
 import threading
 
 _EVENT = threading.Event()
+_BY_CALLER = threading.Event()      # set by the API (not by a signal): a typed error, not KeyboardInterrupt
 
 
-def request() -> None:
+def request(by_caller: bool = False) -> None:
+    if by_caller:
+        _BY_CALLER.set()
     _EVENT.set()
+
+
+def clear() -> None:
+    _BY_CALLER.clear()
+    _EVENT.clear()
 
 
 def requested() -> bool:
@@ -22,4 +34,9 @@ def requested() -> bool:
 
 def check() -> None:
     if _EVENT.is_set():
+        if _BY_CALLER.is_set():
+            from echo_cli.errors import Interrupted
+
+            raise Interrupted("render cancelled by request_cancel(); no partial output was left",
+                              fix="call render() again to run it")
         raise KeyboardInterrupt

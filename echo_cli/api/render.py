@@ -69,7 +69,9 @@ def _null_progress(total=None, desc=""):
 # flag, because a library can swallow the exception (protobuf's C import does); the flag is
 # checked at every stage boundary and per frame, so the run still stops promptly.
 def request_cancel() -> None:
-    cancel.request()
+    """Stop the render in progress (from another thread): it raises errors.Interrupted at its
+    next stage boundary or frame, leaving no partial output; later renders run normally."""
+    cancel.request(by_caller=True)
 
 
 def check_cancel() -> None:
@@ -452,6 +454,22 @@ def _tmp_root(out_path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------
 # The public entry point
 # ---------------------------------------------------------------------------------------
+def _ends_cancellation(fn):
+    """A cancellation (request_cancel(), or the CLI's signal) ends with the render it stopped:
+    a later render in the same process is not cancelled before it starts."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        finally:
+            if cancel.requested():
+                cancel.clear()
+    return wrapper
+
+
+@_ends_cancellation
 def render(spec_path: str | Path | None = None, *, output: str | Path | None = None, preset: str | None = None,
            seed: int | None = None, checkpoint: str | Path | None = None, overrides: dict | None = None,
            reference=None, audio=None, user_video=None, user_audio=None,
