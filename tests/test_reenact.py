@@ -34,7 +34,7 @@ def test_self_reenactment_api_matches_driving(shared_data, tmp_path):
     res = reenact(None, clip, out, ReenactOptions(reference_frame=0, max_frames=50), keep_landmarks=True)
     info = probe(out)
     assert info.has_audio and info.has_video and (info.width, info.height) == (512, 512)
-    assert abs(info.n_frames - 50) <= 1 and res.frames == 50
+    assert abs(info.n_frames - 50) <= 1 and res.frames == info.n_frames      # the summary counts the file
     drv = track_face(np.stack(list(iter_frames(clip, fps=25, max_frames=50))), fps=25.0)
     got = track_face(out, fps=25.0)
     n = min(drv.n_frames, got.n_frames)

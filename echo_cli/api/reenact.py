@@ -213,11 +213,13 @@ def reenact(reference: str | Path | None, driving: str | Path, output: str | Pat
                 audio_src = wav
             else:
                 audio_src = driving
-            mux(video_path, audio_src, output, metadata={"echo_command": "reenact",
-                                                           "reference": str(reference or driving),
-                                                           "driving": str(driving)},
-                crf=opts.crf, preset=opts.preset, fps=fps)
+            muxed = mux(video_path, audio_src, output, metadata={"echo_command": "reenact",
+                                                                   "reference": str(reference or driving),
+                                                                   "driving": str(driving)},
+                        crf=opts.crf, preset=opts.preset, fps=fps)
     n = len(targets)
+    if with_audio and muxed.n_frames:
+        n = int(muxed.n_frames)     # muxing fits the video to the audio: the file's own count
     res = ReenactResult(output=str(output), frames=n, fps=fps, width=out_w, height=out_h,
                         seconds=time.perf_counter() - t0, ms_per_frame=1000.0 * render_s / max(n, 1),
                         audio=with_audio)
