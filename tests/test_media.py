@@ -143,6 +143,39 @@ def test_audio_files_resampled_to_16k_mono(shared_data):
         assert len(wave) / 16000 == pytest.approx(seconds, abs=0.1)
 
 
+def test_cover_art_in_an_audio_file_is_not_a_video(shared_data, tmp_path):
+    """MP3/M4A files often carry an album cover (an attached picture): still audio only."""
+    speech = shared_data / "audio" / "RD_Radio31_000.wav"
+    cover = shared_data / "portraits" / "s0.jpg"
+    for name, codec in (("memo.mp3", ["-c:a", "libmp3lame", "-id3v2_version", "3"]), ("memo.m4a", ["-c:a", "aac"])):
+        out = tmp_path / name
+        _ffmpeg("-t", "2", "-i", speech, "-i", cover, "-map", "0:a", "-map", "1:v", "-c:v", "mjpeg",
+                "-disposition:v", "attached_pic", *codec, out)
+        for info in (probe(out), probe_ffmpeg_text(out)):
+            assert info.has_audio and not info.has_video and not info.is_image, (name, info)
+        wave = load_audio(out)
+        assert len(wave) / 16000 == pytest.approx(2.0, abs=0.06) and np.abs(wave).max() > 0.05
+
+
+def test_late_audio_keeps_its_place_against_the_picture(shared_data, tmp_path):
+    """A video whose sound starts 1 s in: decoding pads that second with silence, and a mux
+    of that file keeps it (both used to start the speech at 0, a 1 s lead over the mouth)."""
+    from echo_cli.media.mux import mux
+
+    clip = shared_data / "clips" / "d12.mp4"
+    speech = shared_data / "audio" / "RD_Radio31_000.wav"
+    late = tmp_path / "late.mp4"
+    _ffmpeg("-t", "3", "-i", clip, "-itsoffset", "1", "-t", "2", "-i", speech, "-map", "0:v", "-map", "1:a",
+            "-c:v", "copy", "-c:a", "aac", late)
+    plain = load_audio(speech)[:32000]
+    for path in (late, mux(clip, late, tmp_path / "muxed.mp4", fps=25.0).path):
+        wave = load_audio(path)
+        rms = lambda x: float(np.sqrt(np.mean(x ** 2)))
+        assert rms(wave[:14000]) < 0.01 * rms(plain), path        # the first ~0.9 s is silence
+        lag = int(np.argmax(np.correlate(wave[12000:24000], plain[:4000], "valid")))
+        assert abs(12000 + lag - 16000) < 400, path                 # the speech starts 1 s in
+
+
 def test_bad_inputs_raise_input_error(tmp_path, shared_data):
     missing = tmp_path / "nope.mp4"
     empty = tmp_path / "empty.wav"

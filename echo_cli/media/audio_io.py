@@ -21,6 +21,9 @@ from echo_cli.schema import SAMPLE_RATE
 logger = log.get("echo_cli.media.audio_io")
 
 
+START_AT_ZERO = "aresample=async=1:first_pts=0"
+
+
 def _decode_args(path: Path, sr: int, start: float = 0.0, duration: float | None = None) -> list[str]:
     args = ff.base_args()
     if start:
@@ -28,7 +31,10 @@ def _decode_args(path: Path, sr: int, start: float = 0.0, duration: float | None
     args += ["-i", str(path)]
     if duration is not None:
         args += ["-t", f"{duration:.6f}"]
-    return args + ["-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sr), "-f", "f32le", "pipe:1"]
+    # first_pts=0: an audio stream that starts after the container does (a video whose sound
+    # begins 1 s in) is padded with silence at the start, so samples stay in sync with frames
+    return args + ["-map", "0:a:0", "-vn", "-sn", "-dn", "-af", START_AT_ZERO, "-ac", "1", "-ar", str(sr),
+                   "-f", "f32le", "pipe:1"]
 
 
 def _has_audio(path: Path):

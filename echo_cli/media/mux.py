@@ -120,7 +120,9 @@ def mux(video_path: str | Path, audio, out_path: str | Path, metadata: Mapping[s
         can_copy = (vinfo.video_codec == "h264" and vinfo.pix_fmt == "yuv420p" and not vinfo.vfr
                     and abs(vinfo.fps - fps) < 1e-3 and vinfo.n_frames == n_frames
                     and vinfo.rotation == 0 and vinfo.sar in ((1, 1), (0, 1)))
-        a = a_in.filter("asetpts", "PTS-STARTPTS").filter("aresample", AUDIO_RATE_OUT)
+        # the track starts at the container's time 0: a late-starting stream is padded with
+        # silence (as audio_io decodes it), so sound keeps its place against the picture
+        a = a_in.filter("aresample", **{"async": 1, "first_pts": 0}).filter("aresample", AUDIO_RATE_OUT)
         out_kw = {"c:a": "aac", "b:a": AUDIO_BITRATE, "ar": AUDIO_RATE_OUT,
                   "movflags": "+faststart+use_metadata_tags", "f": "mp4"}
         if can_copy:

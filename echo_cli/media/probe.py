@@ -83,6 +83,15 @@ def probe(path: str | Path) -> MediaInfo:
     return info
 
 
+def _attached_pic(stream) -> bool:
+    try:
+        import av.stream
+
+        return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
+    except (AttributeError, TypeError, ValueError):       # an older PyAV: no disposition flags
+        return False
+
+
 def _probe_av(path: Path) -> MediaInfo:
     import av
 
@@ -92,8 +101,9 @@ def _probe_av(path: Path) -> MediaInfo:
         reason = getattr(e, "strerror", None) or e.__class__.__name__
         raise InputError(f"not a readable media file ({reason})", path=path, fix="re-export it as MP4/H.264, WAV or JPEG/PNG") from e
     with container:
-        vstreams = list(container.streams.video)
         astreams = list(container.streams.audio)
+        # cover art in an audio file (MP3/M4A "attached picture") is not a video
+        vstreams = [v for v in container.streams.video if not _attached_pic(v)]
         duration = float(container.duration) / 1e6 if container.duration else 0.0
         fmt = container.format.name or ""
         kw: dict = {}
@@ -111,7 +121,7 @@ def _probe_av(path: Path) -> MediaInfo:
             vfr = bool(avg and base and abs(float(avg) - float(base)) > 0.01 * float(base))
             rotation = 0
             try:
-                frame = next(container.decode(video=0))
+                frame = next(container.decode(v))
                 rotation = _norm_rotation(getattr(frame, "rotation", 0))
                 width, height = frame.width, frame.height
             except StopIteration:
@@ -168,13 +178,14 @@ def probe_ffmpeg_text(path: str | Path) -> MediaInfo:
         duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
     kw: dict = {}
     has_video = has_audio = False
-    if m := _VID.search(text):
+    text_video = "\n".join(l for l in text.splitlines() if "(attached pic)" not in l)
+    if m := _VID.search(text_video):
         has_video = True
         codec, pix_fmt, w, h = m[1], m[2], int(m[3]), int(m[4])
         sar = (int(m[5]), int(m[6])) if m[5] else (1, 1)
         if sar[0] == 0 or sar[1] == 0:
             sar = (1, 1)
-        line = text[m.start():].splitlines()[0]
+        line = text_video[m.start():].splitlines()[0]
         fps_m = _FPS.search(line) or _TBR.search(line)
         fps = float(fps_m[1]) if fps_m else 0.0
         tbr = _TBR.search(line)
