@@ -186,3 +186,36 @@ def test_paste_back_band_blend_equals_full_blend():
     b = paste_back(full, crop, g, m, feather=0)
     assert np.abs(a.astype(int) - b).max() <= 1
     assert np.array_equal(a[:10], full[:10]) and np.array_equal(a[:, :20], full[:, :20])
+
+
+def test_damaged_stills_are_errors_not_green_frames(shared_data, tmp_path):
+    """A cut-off JPEG/PNG is an InputError (ffmpeg used to fill the rest with green and the
+    render succeeded); random bytes named .jpg say "image", not "video"; a float TIFF loads.
+    Face tracking reads the same pixels (one decoder for both)."""
+    from PIL import Image
+
+    from echo_cli.errors import InputError
+    from echo_cli.preprocess.face import read_image
+
+    src = shared_data / "portraits" / "s0.jpg"
+    good = load_reference_image(src)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(src.read_bytes()[: int(src.stat().st_size * 0.6)])
+    png = tmp_path / "cut.png"
+    Image.fromarray(good).save(tmp_path / "whole.png")
+    png.write_bytes((tmp_path / "whole.png").read_bytes()[:200_000])
+    for p in (cut, png):
+        for load in (load_reference_image, read_image):
+            with pytest.raises(InputError, match="truncated or damaged") as e:
+                load(p)
+            assert e.value.exit_code == 4 and e.value.path == str(p)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
+    with pytest.raises(InputError, match="image") as e:
+        load_reference_image(junk)
+    assert "video" not in str(e.value)
+    f32 = tmp_path / "float.tif"
+    Image.fromarray(good[..., 1].astype(np.float32) / 255.0, mode="F").save(f32)
+    got = load_reference_image(f32)
+    assert got.shape == good.shape and np.abs(got[..., 0].astype(int) - good[..., 1]).max() <= 1
+    assert np.array_equal(read_image(tmp_path / "whole.png"), good)

@@ -175,6 +175,13 @@ def preflight(spec) -> dict:
             raise InputError(e.message, path=where(field, p), fix=e.fix) from None
         if need_video and not info.has_video:
             raise InputError("no picture in this file", path=where(field, p), fix="give an image or a video")
+        if need_video and info.is_image:        # cheap, and a dry run catches a cut-off image too
+            from echo_cli.media.image_io import read_still
+
+            try:
+                read_still(p)
+            except InputError as e:
+                raise InputError(e.message, path=where(field, p), fix=e.fix) from None
         if need_audio and not info.has_audio:
             raise InputError("no audio stream in this file", path=where(field, p),
                              fix="add avatar.audio / user.audio with the speech")

@@ -127,6 +127,9 @@ def _probe_av(path: Path) -> MediaInfo:
             except StopIteration:
                 width, height = cc.width, cc.height
             except Exception as e:
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    raise InputError(f"image cannot be decoded ({e.__class__.__name__})", path=path,
+                                     fix="export it again as PNG or JPEG") from e
                 raise InputError(f"video stream cannot be decoded ({e.__class__.__name__})", path=path,
                                  fix="re-export the video as MP4/H.264") from e
             vdur = float(v.duration * v.time_base) if v.duration and v.time_base else duration

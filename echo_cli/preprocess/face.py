@@ -157,16 +157,11 @@ def _iter_video_frames_av(path: Path, fps: float | None) -> Iterator[np.ndarray]
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 image, EXIF orientation applied."""
-    import cv2
+    """RGB uint8 image, EXIF orientation applied: the same pixels the renderer draws from
+    (media.image_io; alpha over white), so a portrait's landmarks fit the rendered image."""
+    from echo_cli.media.image_io import read_still
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path, fix="check the path")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError("cannot decode image", path=path, fix="use a valid PNG or JPEG file")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return read_still(path)
 
 
 def open_frames(src, fps: float | None = None) -> tuple[Iterable[np.ndarray], float, int, int, str, bool]:

@@ -19,9 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from echo_cli.errors import InputError
-
-MAX_REFERENCE_PIXELS = 80_000_000        # ~ 10K x 8K; beyond this PIL refuses (decompression bomb)
+from echo_cli.media.image_io import MAX_REFERENCE_PIXELS, read_still, to_rgb8  # noqa: F401 (re-exported)
 
 
 class Renderer(abc.ABC):
@@ -50,70 +48,6 @@ class Renderer(abc.ABC):
                 yield self.render(t)
 
 
-# ---------------------------------------------------------------- reference images
-def to_rgb8(img: np.ndarray) -> np.ndarray:
-    """Any array image (gray, gray+alpha, RGB, RGBA; uint8/uint16/float) -> (H, W, 3) uint8.
-
-    Alpha is composited over white (a transparent portrait background becomes plain white
-    rather than whatever colour the hidden pixels hold); 16-bit and float are rescaled.
-    Integer paths stay in uint8/uint16 so an 8K image costs ~2x its size, not 8x.
-    """
-    a = np.asarray(img)
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype.kind == "f":
-        a = np.clip(a * 255.0 if a.max(initial=0) <= 1.0 else a, 0, 255)
-        a = (a + 0.5).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.ndim == 2:
-        a = a[..., None]
-    c = a.shape[2]
-    if c in (2, 4):
-        alpha = a[..., -1:].astype(np.uint16)
-        rgb = a[..., :-1].astype(np.uint16)
-        a = ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-        c -= 1
-    if c == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif c != 3:
-        raise InputError(f"image has {c} channels", fix="give an RGB, RGBA or grayscale image")
-    return np.ascontiguousarray(a)
-
-
 def load_reference_image(path: str | Path) -> np.ndarray:
-    """Read a still (or a video's first frame) as (H, W, 3) uint8 RGB, display-oriented.
-
-    Handles grayscale, palette, CMYK, alpha and 16-bit images (via Pillow, EXIF orientation
-    applied); anything Pillow cannot open goes through ffmpeg (media.video_io.read_image).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("reference image not found", path=path, fix="check the path")
-    try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError:            # pragma: no cover - Pillow ships with matplotlib
-        Image = None
-    if Image is not None:
-        try:
-            Image.MAX_IMAGE_PIXELS = MAX_REFERENCE_PIXELS
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)
-                if im.mode == "CMYK":
-                    im = im.convert("RGB")
-                elif im.mode == "P":
-                    im = im.convert("RGBA")
-                elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    arr = np.asarray(im)
-                    shift = 8 if arr.max(initial=0) > 255 else 0
-                    return to_rgb8((np.clip(arr, 0, 65535).astype(np.uint32) >> shift).astype(np.uint8))
-                elif im.mode not in ("RGB", "RGBA", "L", "LA"):
-                    im = im.convert("RGBA")
-                return to_rgb8(np.asarray(im))
-        except Image.DecompressionBombError as e:
-            raise InputError("image is too large", path=path,
-                             fix=f"downscale it below {MAX_REFERENCE_PIXELS // 1_000_000} megapixels") from e
-        except (UnidentifiedImageError, OSError):
-            pass                     # a video or an exotic format: let ffmpeg try
-    from echo_cli.media.video_io import read_image
-    return to_rgb8(read_image(path))
+    """The avatar's reference portrait (or a video's first frame), as media.image_io reads it."""
+    return read_still(path, "reference image")
