@@ -60,7 +60,7 @@ def test_cli_bad_references(shared_data, tmp_path):
     Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(blank)
     drv = shared_data / "clips" / "d12.mp4"
     r = cli("reenact", blank, drv, "-o", tmp_path / "o.mp4", "--max-frames", "5")
-    assert r.returncode == 4 and last_line(r).startswith("error: ") and "face" in last_line(r)
+    assert r.returncode == 4 and last_line(r).startswith(f"error: {blank}: ") and "face" in last_line(r)
     assert not (tmp_path / "o.mp4").exists()
     r = cli("reenact", tmp_path / "missing.jpg", drv, "-o", tmp_path / "o.mp4")
     assert r.returncode == 4 and "not found" in last_line(r)
@@ -126,3 +126,22 @@ def test_bench_doc_sections_and_history(tmp_path):
     assert [json.loads(l)["a"] for l in hist.read_text().splitlines()] == [1, 2]
     table = markdown_table([{"x": 1, "y": 2.345}], [("x", "X"), ("y", "Y")])
     assert table.splitlines() == ["| X | Y |", "|---|---|", "| 1 | 2.35 |"]
+
+
+def test_video_reference_that_fades_in_takes_its_first_face(shared_data, tmp_path):
+    """A video that fades in from black has no face in frame 0: as a reference (render's
+    avatar.video, reenact's REFERENCE) the first frame with a face is taken, with a warning;
+    an explicit --reference-frame on a faceless frame is an error naming the file and frame."""
+    from media_factory import face_clip
+
+    fade = face_clip(tmp_path / "fade.mp4", 2.0, "clips/d12.mp4", vf="fade=t=in:st=0:d=0.5")
+    drv = shared_data / "clips" / "d11.mp4"
+    r = cli("reenact", fade, drv, "-o", tmp_path / "o.mp4", "--max-frames", "5", "--size", "128")
+    assert r.returncode == 0, r.stderr
+    assert "no face in frame 0; the reference portrait is frame" in r.stderr
+    r = cli("reenact", "--reference-frame", "0", fade, "-o", tmp_path / "p.mp4", "--max-frames", "5")
+    assert r.returncode == 4 and last_line(r).startswith(f"error: {fade}: no face found in frame 0 of the video")
+    assert not (tmp_path / "p.mp4").exists()
+    black = face_clip(tmp_path / "black.mp4", 1.0, "clips/d12.mp4", vf="drawbox=x=0:y=0:w=iw:h=ih:c=black:t=fill")
+    r = cli("reenact", black, drv, "-o", tmp_path / "q.mp4", "--max-frames", "5")
+    assert r.returncode == 4 and f"error: {black}: no face in frames 0-" in last_line(r)

@@ -161,7 +161,9 @@ def _reference(spec, settings, fps: float):
 
     if spec.avatar.image:
         return load_reference(spec.avatar.image, None, ReenactOptions(size=settings.size), fps)
-    return load_reference(None, spec.avatar.video, ReenactOptions(size=settings.size, reference_frame=0), fps)
+    # the portrait is the first frame with a face (a fade-in from black is common)
+    return load_reference(None, spec.avatar.video,
+                          ReenactOptions(size=settings.size, reference_frame=0, reference_search_s=10.0), fps)
 
 
 def animate(bundle: Bundle, spec, settings, pre: dict, n_frames: int, seed: int = 0,

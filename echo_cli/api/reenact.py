@@ -38,6 +38,8 @@ class ReenactOptions:
     size: int | None = None              # output height (even); None: the reference's, capped at 1024
     fps: float | None = None             # output frame rate; None: the driving video's
     reference_frame: int | None = None   # take the reference from this frame of the driving video
+    reference_search_s: float = 0.0      # ... or, when that frame has no face, the first frame with
+                                         # one within this many seconds after it (a fade-in)
     face_index: int | None = None        # several faces in the reference: the n-th from the left
     expression_scale: float = 1.0        # scale of the driving expressions (relative motion)
     pose: bool = True                    # False: keep the reference head still (expressions only)
@@ -99,35 +101,71 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
     from echo_cli.preprocess.face import track_face
     from echo_cli.render.base import load_reference_image
 
+    def tracked(img: np.ndarray, source, key: dict, where: str):
+        H, W = img.shape[:2]
+        # very large stills are tracked on a 4096 px copy (MediaPipe looks at 192-256 px crops
+        # anyway; a full 8K copy per tracker pass costs memory, not accuracy)
+        k = min(1.0, TRACK_MAX_SIDE / max(H, W))
+
+        def track_now():
+            small = img if k == 1.0 else cv2.resize(img, (int(W * k), int(H * k)), interpolation=cv2.INTER_AREA)
+            try:
+                return track_face(small, face_index=opts.face_index)
+            except InputError as e:         # name the file (the tracker saw only pixels)
+                raise InputError(f"{e.message.replace('the image', where)}", path=str(source), fix=e.fix) from None
+
+        track = _cached_reference_track(track_now, source, {**key, "face_index": opts.face_index,
+                                                            "max_side": TRACK_MAX_SIDE, "size": [W, H]})
+        return track, k
+
     if opts.reference_frame is not None:
         from echo_cli.media.video_io import iter_frames
-        k = int(opts.reference_frame)
-        if k < 0:
+        k0 = int(opts.reference_frame)
+        if k0 < 0:
             raise UsageError("--reference-frame must be >= 0", fix="give a frame index like 0")
-        img = None
-        for i, fr in enumerate(iter_frames(driving, fps=fps, max_frames=k + 1)):
+        last = k0 + int(opts.reference_search_s * fps)
+        stride = max(1, int(round(0.2 * fps)))          # candidates 0.2 s apart while searching
+        img, track, first_err, seen = None, None, None, -1
+        for seen, fr in enumerate(iter_frames(driving, fps=fps, max_frames=last + 1)):
+            if seen < k0 or (seen - k0) % stride:
+                continue
+            try:
+                track, k = tracked(fr, driving, {"reference_frame": seen, "fps": float(fps)},
+                                   f"frame {seen} of the video")
+            except InputError as e:
+                if "no face" not in e.message:
+                    raise
+                first_err = first_err or e
+                continue
             img = fr
-        if img is None or i != k:
-            raise UsageError(f"the driving video has no frame {k}", fix="give a smaller --reference-frame")
-        src = f"{driving}#frame{k}"
+            break
+        if seen < k0:
+            raise UsageError(f"the driving video has no frame {k0}", fix="give a smaller --reference-frame")
+        if track is None:
+            if last == k0:
+                raise first_err
+            raise InputError(f"no face in frames {k0}-{seen} ({(seen - k0) / fps:.1f} s) of the video, where the "
+                             "reference portrait is taken from", path=str(driving),
+                             fix="trim the video to start on the face, or give a reference image")
+        if seen != k0:
+            logger.warning("%s: no face in frame %d; the reference portrait is frame %d (%.1f s in)",
+                           driving, k0, seen, seen / fps)
+        src = f"{driving}#frame{seen}"
     else:
         if reference is None:
             raise UsageError("no reference image", fix="give REFERENCE or --reference-frame N")
+        from echo_cli.media.probe import probe
+
+        if Path(reference).is_file() and not probe(reference).is_image:
+            # a video as the reference: its first frame with a face, as for a video avatar
+            import dataclasses
+
+            return load_reference(None, reference, dataclasses.replace(
+                opts, reference_frame=0, reference_search_s=max(opts.reference_search_s, 10.0)), fps)
         img = load_reference_image(reference)
         src = str(reference)
+        track, k = tracked(img, reference, {"reference_frame": None, "fps": None}, "the image")
     H, W = img.shape[:2]
-    # very large stills are tracked on a 4096 px copy (MediaPipe looks at 192-256 px crops
-    # anyway; a full 8K copy per tracker pass costs memory, not accuracy)
-    k = min(1.0, TRACK_MAX_SIDE / max(H, W))
-
-    def track_now():
-        small = img if k == 1.0 else cv2.resize(img, (int(W * k), int(H * k)), interpolation=cv2.INTER_AREA)
-        return track_face(small, face_index=opts.face_index)      # InputError when no face
-
-    track = _cached_reference_track(track_now, reference if opts.reference_frame is None else driving,
-                                    {"reference_frame": opts.reference_frame,
-                                     "fps": float(fps) if opts.reference_frame is not None else None,
-                                     "face_index": opts.face_index, "max_side": TRACK_MAX_SIDE, "size": [W, H]})
     # float32 always (the cache stores float32): a cached and a fresh run give the same pixels
     lm = track.landmarks[0].astype(np.float32).astype(np.float64) / k
     from echo_cli.motion.measures import inter_ocular
