@@ -304,7 +304,8 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
         for field, p in spec.media_paths().items():
             if not p.is_file():
                 line, _ = _node_line(root, tuple(field.split(".")))
-                what = "is a folder, not a file" if p.is_dir() else "is not a regular file" if p.exists() else "file not found"
+                what = ("is a folder, not a file" if p.is_dir() else "is not a regular file" if p.exists()
+                        else "is a broken or looping symbolic link" if p.is_symlink() else "file not found")
                 raise InputError(f"field '{field}': {what}: {p}", path=f"{path}:{line}",
                                  fix="fix the path (relative paths start at the YAML file's folder)")
     return spec

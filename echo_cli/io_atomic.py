@@ -20,8 +20,8 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     a, b = Path(a), Path(b)
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
+    except (OSError, RuntimeError):     # RuntimeError: a symlink loop (Python < 3.13)
+        return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
 
 
 def temp_sibling(path: Path, suffix: str | None = None) -> Path:

@@ -397,3 +397,19 @@ def test_doctor_sees_what_would_break_a_render(tmp_path):
         payload = json.loads(r.stdout)
         check = next(c for c in payload["checks"] if c["name"] == name)
         assert r.returncode == 6 and not check["ok"] and needle in check["fix"], (name, check)
+
+
+def test_symlink_loop_is_a_named_input_error(tmp_path, shared_data):
+    """A looping symlink as a portrait: exit 4 naming the link (it was an internal error, exit 1,
+    from the output-is-input check resolving the link)."""
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    y = tmp_path / "d.yaml"
+    y.write_text(f"version: 1\navatar:\n  image: a.jpg\n  audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}\n"
+                 "output:\n  path: out.mp4\n")
+    r = cli("render", y, "--dry-run")
+    assert_one_line_error(r, 4)
+    assert "a.jpg" in r.stderr and "looping symbolic link" in r.stderr
+    r = cli("--quiet", "reenact", tmp_path / "a.jpg", shared_data / "clips" / "d12.mp4", "-o", tmp_path / "o.mp4")
+    assert_one_line_error(r, 4)
+    assert "looping symbolic link" in r.stderr

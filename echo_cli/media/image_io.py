@@ -52,8 +52,9 @@ def read_still(path: str | Path, what: str = "image") -> np.ndarray:
     `what` names the input in the not-found error (e.g. "reference image")."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{what} not found" if not path.exists() else f"{what} is not a file", path=path,
-                         fix="check the path")
+        problem = ("is not a file" if path.exists() else "is a broken or looping symbolic link"
+                   if path.is_symlink() else "not found")
+        raise InputError(f"{what} {problem}", path=path, fix="check the path")
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:            # pragma: no cover - Pillow ships with matplotlib

@@ -26,6 +26,9 @@ _IMAGE_CODECS = {"mjpeg", "png", "bmp", "webp", "tiff", "jpegls", "jpeg2000"}
 
 def _check_file(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            raise InputError("broken or looping symbolic link", path=path,
+                             fix="point the link at the media file, or give the file itself")
         raise InputError("file not found", path=path, fix="check the path (relative paths are relative to the YAML file)")
     if not path.is_file():
         raise InputError("not a file", path=path, fix="give a media file, not a folder")
