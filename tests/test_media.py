@@ -176,6 +176,23 @@ def test_late_audio_keeps_its_place_against_the_picture(shared_data, tmp_path):
         assert abs(12000 + lag - 16000) < 400, path                 # the speech starts 1 s in
 
 
+def test_speech_on_any_channel_survives_the_downmix(shared_data, tmp_path):
+    """Speech on the third channel of a 3-channel WAV (read as 2.1: the LFE) used to decode
+    as silence, and the avatar only listened; stereo keeps ffmpeg's standard downmix."""
+    import soundfile as sf
+
+    speech = load_audio(shared_data / "audio" / "RD_Radio31_000.wav")[:32000]
+    three = np.zeros((len(speech), 3), np.float32)
+    three[:, 2] = speech
+    sf.write(tmp_path / "3ch.wav", three, 16000, subtype="PCM_16")
+    got = load_audio(tmp_path / "3ch.wav")
+    assert np.corrcoef(got[:len(speech)], speech)[0, 1] > 0.99
+    stereo = np.stack([speech, np.zeros_like(speech)], 1)
+    sf.write(tmp_path / "2ch.wav", stereo, 16000, subtype="PCM_16")
+    two = load_audio(tmp_path / "2ch.wav")
+    assert np.abs(two - np.sqrt(0.5) * speech).max() < 2e-3       # -3 dB: ffmpeg's mono downmix of L
+
+
 def test_bad_inputs_raise_input_error(tmp_path, shared_data):
     missing = tmp_path / "nope.mp4"
     empty = tmp_path / "empty.wav"

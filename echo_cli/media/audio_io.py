@@ -33,7 +33,16 @@ def _decode_args(path: Path, sr: int, start: float = 0.0, duration: float | None
         args += ["-t", f"{duration:.6f}"]
     # first_pts=0: an audio stream that starts after the container does (a video whose sound
     # begins 1 s in) is padded with silence at the start, so samples stay in sync with frames
-    return args + ["-map", "0:a:0", "-vn", "-sn", "-dn", "-af", START_AT_ZERO, "-ac", "1", "-ar", str(sr),
+    af = START_AT_ZERO
+    try:
+        channels = probe(path).audio_channels
+    except InputError:
+        channels = 0                    # the decode itself reports what is wrong with the file
+    if channels > 2:
+        # the standard downmix leaves out the LFE channel, and a 3-channel WAV of speech on its
+        # third channel reads as "2.1": it became a silent track
+        af += ":out_chlayout=mono:lfe_mix_level=1"
+    return args + ["-map", "0:a:0", "-vn", "-sn", "-dn", "-af", af, "-ac", "1", "-ar", str(sr),
                    "-f", "f32le", "pipe:1"]
 
 
