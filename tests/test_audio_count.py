@@ -103,3 +103,20 @@ def test_load_tracks_from_preprocessed_features_equals_the_decode(shared_data, a
     # a second process reads the features from the cache: same count
     again = preprocess_media(avatar, fps=25.0, cache=True, whisper=False)
     assert again["cached"]["audio"] and int(round(again["audio"].duration * SAMPLE_RATE)) == _decoded(avatar)
+
+
+def test_a_track_of_a_few_samples_still_gets_an_audio_stream(tmp_path):
+    """16 samples of speech (1 ms): one frame of video with one frame's worth of AAC (the
+    track is padded with silence); it was an MP4 with no audio stream at all."""
+    from media_factory import dialogue_yaml, portrait, speech_clip, srt
+
+    from echo_cli.api.render import render
+    from echo_cli.media.probe import probe
+
+    img = tmp_path / "face.png"
+    portrait().save(img)
+    wav = speech_clip(tmp_path / "blip.wav", seconds=0.001)
+    spec = dialogue_yaml(tmp_path / "d.yaml", image=img, audio=wav, transcript=srt(tmp_path / "t.srt", seconds=0.001))
+    res = render(spec, overrides={"size": 128})
+    info = probe(res["output"])
+    assert res["frames"] == 1 and info.has_video and info.has_audio and info.audio_codec == "aac"

@@ -564,6 +564,9 @@ def _render_stages(spec, settings, infos, result, timed, progress, explain=False
         model, ckpt = load_model(spec)
     with timed("audio"):
         tracks = load_tracks(spec, infos, pre)
+        # at least one frame's worth: a 1 ms track gave an MP4 with no audio stream (the AAC
+        # encoder emits nothing for a few samples); the mix pads it with silence
+        tracks["n_samples"] = max(tracks["n_samples"], int(-(-16000 // settings.fps)))
     n_frames = int(-(-tracks["n_samples"] * settings.fps // 16000))
     metadata = {"model": Path(ckpt).stem, "checkpoint_sha256": _sha256_short(ckpt), "preset": spec.preset,
                 "seed": spec.seed, "tool_version": __version__, "fps": settings.fps, "size": settings.size,
