@@ -145,3 +145,16 @@ def test_video_reference_that_fades_in_takes_its_first_face(shared_data, tmp_pat
     black = face_clip(tmp_path / "black.mp4", 1.0, "clips/d12.mp4", vf="drawbox=x=0:y=0:w=iw:h=ih:c=black:t=fill")
     r = cli("reenact", black, drv, "-o", tmp_path / "q.mp4", "--max-frames", "5")
     assert r.returncode == 4 and f"error: {black}: no face in frames 0-" in last_line(r)
+
+
+def test_slow_motion_driving_clip_is_rendered_at_60_fps(shared_data, tmp_path):
+    from media_factory import face_clip
+
+    fast = face_clip(tmp_path / "fast.mp4", 0.5, "clips/d12.mp4", r=240)
+    r = cli("reenact", shared_data / "portraits" / "s1.jpg", fast, "-o", tmp_path / "o.mp4", "--size", "128",
+            "--no-audio")
+    assert r.returncode == 0 and "240 fps; the output is 60 fps" in r.stderr
+    from echo_cli.media.probe import probe
+
+    info = probe(tmp_path / "o.mp4")
+    assert info.fps == pytest.approx(60.0) and abs(info.n_frames - 30) <= 1      # not 120

@@ -30,6 +30,7 @@ logger = log.get("echo_cli.api.reenact")
 
 DEFAULT_MAX_SIZE = 1024        # output height when --size is not given (the reference's, capped)
 TRACK_MAX_SIDE = 4096          # stills larger than this are tracked on a downscaled copy
+MAX_AUTO_FPS = 60             # the driving clip's frame rate is followed up to this (else --fps)
 MIN_FACE_PX = 16               # inter-ocular distance (px) below which a face is too small to animate
 
 
@@ -217,6 +218,10 @@ def reenact(reference: str | Path | None, driving: str | Path, output: str | Pat
     if not info.has_video or info.is_image:
         raise InputError("the driving input is not a video", path=driving, fix="give a video with a face")
     fps = float(opts.fps or info.fps or 25.0)
+    if not opts.fps and fps > MAX_AUTO_FPS:
+        # a 240 fps slow-motion clip (or a broken rate tag) would make 4-40x the frames
+        logger.warning("%s is %g fps; the output is %d fps (choose with --fps, up to 120)", driving, fps, MAX_AUTO_FPS)
+        fps = float(MAX_AUTO_FPS)
     t0 = time.perf_counter()
     ref_rgb, ref_lm = load_reference(reference, driving, opts, fps)
     out_h, out_w = ref_rgb.shape[:2]
