@@ -240,3 +240,28 @@ def test_mirror_track_is_the_average_of_direct_and_mirrored_runs(shared_data):
     gap = np.linalg.norm(back[..., :2] - direct.landmarks[..., :2], axis=2).mean(1) / iod
     assert gap.max() < 0.08 and gap.mean() > 1e-4       # the same face, not the same numbers
     np.testing.assert_allclose(both.landmarks, (direct.landmarks + back) / 2, atol=1e-3)
+
+
+def test_face_choice_warnings_fit_what_the_user_asked(shared_data, caplog):
+    """Several faces: the "kept the largest" advice only when the caller did not choose; a
+    --face-index beyond the faces present is said, not silently clamped."""
+    from echo_cli.preprocess.face import open_frames, track_face
+
+    def first(rel, n=4):
+        it, *_ = open_frames(shared_data / rel, fps=25.0)
+        return np.stack([f for f, _ in zip(it, range(n))])
+
+    a, b = first("clips/d12.mp4"), first("clips/d11.mp4")
+    two = np.concatenate([a, b], axis=2)                    # two people side by side
+    with caplog.at_level("WARNING", logger="echo_cli"):
+        track_face(two, fps=25.0, source="pair")
+    assert "pair: several faces" in caplog.text and "kept the largest" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="echo_cli"):
+        right = track_face(two, fps=25.0, face_index=1, source="pair")
+    assert "several faces" not in caplog.text
+    assert right.landmarks[..., 0].mean() > a.shape[2]     # the right-hand face, as asked
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="echo_cli"):
+        track_face(a, fps=25.0, face_index=3)
+    assert "--face-index 3, but the first frame shows 1 face" in caplog.text

@@ -111,9 +111,9 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
         def track_now():
             small = img if k == 1.0 else cv2.resize(img, (int(W * k), int(H * k)), interpolation=cv2.INTER_AREA)
             try:
-                return track_face(small, face_index=opts.face_index)
-            except InputError as e:         # name the file (the tracker saw only pixels)
-                raise InputError(f"{e.message.replace('the image', where)}", path=str(source), fix=e.fix) from None
+                return track_face(small, face_index=opts.face_index, source=str(source))
+            except InputError as e:
+                raise InputError(e.message.replace("the image", where), path=str(source), fix=e.fix) from None
 
         track = _cached_reference_track(track_now, source, {**key, "face_index": opts.face_index,
                                                             "max_side": TRACK_MAX_SIDE, "size": [W, H]})

@@ -396,6 +396,7 @@ class RawTrack:
     source: str
     n_multi: int = 0             # frames where several faces were seen (probed once a second)
     n_crop: int = 0              # frames found by the second (crop) pass
+    picked: bool = False         # the caller chose the face (face_index / pick)
 
 
 class _CropPass:
@@ -597,6 +598,10 @@ def track_raw(path_or_frames, fps: float | None = None, face_index: int | None =
     finally:
         probe.close()
     multi = is_image or n_first > 1 or face_index is not None or pick is not None
+    if face_index is not None and 0 < n_first <= face_index:
+        logger.warning("%s: --face-index %d, but the first frame shows %d face%s (counted from 0, left to "
+                       "right); the right-most is used", source or "frames", face_index, n_first,
+                       "" if n_first == 1 else "s")
     probe_every = max(1, int(round(out_fps)))
     # Several faces: one unbroken run, so the pick carries from frame to frame (a fresh
     # chunk would choose again). One face: chunks that can run in parallel.
@@ -651,7 +656,8 @@ def track_raw(path_or_frames, fps: float | None = None, face_index: int | None =
     n_multi = (probe_every if n_first > 1 else 0) + sum(r[1] for r in results)
     n_crop = sum(r[2] for r in results)
     height, width = first.shape[:2]         # the frames as decoded (display size)
-    return RawTrack(lms, detected, out_fps, width, height, source, n_multi, n_crop)
+    return RawTrack(lms, detected, out_fps, width, height, source, n_multi, n_crop,
+                    picked=face_index is not None or pick is not None)
 
 
 # --------------------------------------------------------------------------------------
@@ -698,7 +704,7 @@ def finish_track(raw: RawTrack, settings: TrackSettings = TrackSettings()) -> Fa
         what = "the image" if T == 1 else f"{100 * (1 - found):.0f}% of {T} frames"
         raise InputError(f"no face found in {what}", path=raw.source or None,
                          fix="use media with one clearly visible face (frontal, lit, at least ~40 px wide)")
-    if raw.n_multi:
+    if raw.n_multi and not raw.picked:
         where = "the image" if T == 1 else f"about {min(raw.n_multi, T)} of {T} frames"
         logger.warning("%s: several faces in %s; kept the largest/most central "
                        "(to use another, crop the media to that face; `preprocess` and `reenact` "
@@ -736,7 +742,8 @@ def cache_settings(path: str | Path, fps: float | None, face_index: int | None,
 
 def track_face(path_or_frames, fps: float | None = None, face_index: int | None = None,
                pick: tuple[float, float] | None = None,
-               settings: TrackSettings = TrackSettings(), cache=True, threads: int | None = None) -> FaceTrack:
+               settings: TrackSettings = TrackSettings(), cache=True, threads: int | None = None,
+               source: str | None = None) -> FaceTrack:
     """Track one face through a video, an image (T == 1) or frames (T, H, W, 3) RGB uint8.
 
     fps: resample the video to this rate (frames given directly are taken as at `fps`).
@@ -747,6 +754,7 @@ def track_face(path_or_frames, fps: float | None = None, face_index: int | None 
     `echo-cli preprocess` and preprocess_media use.
     threads: MediaPipe trackers running at once (default track_threads()); speed only,
     the track is the same for any value.
+    source: what frames given as arrays are, for warnings and errors (a path names itself).
     """
     if cache is not False and isinstance(path_or_frames, (str, Path)) and Path(path_or_frames).is_file():
         from echo_cli.errors import EchoError
@@ -766,6 +774,8 @@ def track_face(path_or_frames, fps: float | None = None, face_index: int | None 
             track.source = str(path_or_frames)
             return track
     raw = track_raw(path_or_frames, fps, face_index, pick, settings, threads=threads)
+    if source and not raw.source:
+        raw.source = source
     if raw.n_crop:
         logger.info("%s: small face, %d frames found on the zoomed second pass", raw.source or "frames", raw.n_crop)
     return finish_track(raw, settings)
