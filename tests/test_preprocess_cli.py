@@ -144,6 +144,10 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--transcript", "klingon"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "transcript" in r.stderr
+    notes = tmp_path / "notes.mp4"                     # one file that is not media: nothing completed
+    notes.write_text("hello")
+    code, summary, stderr = _cli(env, notes, "--transcript", "none")
+    assert code == 4 and summary["error"]["kind"] == "input" and "the rest completed" not in stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(empty)],
