@@ -140,7 +140,7 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     d.mkdir()
     (d / "noaudio.mp4").write_bytes((folder / "noaudio.mp4").read_bytes())
     code, summary, stderr = _cli(env, d, "--require-audio", "--transcript", "none")
-    assert code == 8 and "no audio track" in summary["failed"][0]["reason"]
+    assert code == 4 and "no audio track" in summary["failed"][0]["reason"]     # the only file failed
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--transcript", "klingon"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "transcript" in r.stderr
