@@ -224,6 +224,39 @@ def test_resume_after_kill(env, tmp_path):
     assert Path(summary["cached"][0]).name == "grid_lrwp9a.mp4"
 
 
+def test_workers_leave_with_a_killed_parent(env, tmp_path):
+    """SIGKILL of `preprocess --workers 2` (the OOM killer, a scheduler): its pool workers
+    exit too (they used to wait on their task queue forever, holding ~1 GB each)."""
+    import signal
+    import time
+
+    import psutil
+
+    data = need_shared()
+    d = tmp_path / "clips"
+    d.mkdir()
+    for name in ("d10.mp4", "d11.mp4", "d12.mp4"):
+        (d / name).symlink_to(data / "clips" / name)
+    e = dict(env, ECHO_CACHE_DIR=str(tmp_path / "cache"))
+    p = subprocess.Popen([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--workers", "2",
+                          "--transcript", "none"], env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [c for c in psutil.Process(p.pid).children()
+                       if "resource_tracker" not in " ".join(c.cmdline())]
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert len(workers) >= 2, "the pool never started"
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for w in alive:
+        w.kill()
+    assert not alive, f"{len(alive)} workers outlived their parent"
+
+
 def test_bench_preprocess_face_record(shared_data):
     """`bench preprocess` (face part, quick) on real frames: the floor, 1 and 2 threads, CPU
     and wall per frame, the load, and the target verdict in the Markdown (no timing asserted)."""

@@ -15,6 +15,7 @@ error) and the others carry on. With `out`, each file's results are also written
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from pathlib import Path
@@ -161,7 +162,33 @@ def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, o
     return rec
 
 
-def _worker_init(threads: int) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A pool worker blocks on its task queue forever if the parent is SIGKILLed (the OOM
+    killer, a scheduler): it would hold ~1 GB of models. Poll the parent; leave when it is gone."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="echo-parent-watch", daemon=True).start()
+
+
+def _worker_init(threads: int, parent: int | None = None, quiet: bool = False) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
+    # what a library prints goes to stderr, never into the parent's stdout (one JSON object
+    # under --json); a spawned process starts with default warning filters
+    import sys
+
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    if quiet:
+        from echo_cli.log import quiet_third_party
+
+        quiet_third_party()
     os.environ["ECHO_THREADS"] = str(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
@@ -220,7 +247,8 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: MediaPipe and ctranslate2 hold threads; forking them is unsafe
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads,)) as ex:
+                                 initializer=_worker_init,
+                                 initargs=(threads, os.getpid(), not logger.isEnabledFor(logging.DEBUG))) as ex:
             futs = {ex.submit(process_one, *j): j for j in jobs}
             for f in as_completed(futs):
                 try:
