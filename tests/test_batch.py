@@ -658,6 +658,12 @@ def test_report_may_not_overwrite_the_manifest_or_an_input(tmp_path):
                            timeout=300, cwd=str(tmp_path))
         assert r.returncode == 7 and "Traceback" not in r.stderr and "report" in r.stderr, r.stderr[-2000:]
     assert m.read_bytes() == before and (tmp_path / "in" / "a.wav").stat().st_size > 1000
+    # a report whose folder cannot be made (here: below a file; likewise a read-only share):
+    # exit 7 before any job (it was an internal error)
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--report", str(tmp_path / "in" / "a.wav" / "sub" / "r.jsonl")),
+                       capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert r.returncode == 7 and "report cannot be written" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.rglob("*.mp4"))
 
 
 def test_emit_keeps_names_on_their_comment_line(tmp_path):

@@ -140,9 +140,16 @@ class Report:
     and a last line {"type": "summary", ...}."""
 
     def __init__(self, path: Path):
+        from echo_cli.errors import OutputError, from_os_error
+
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "w", encoding="utf-8")
+        try:                    # opened before any job runs: a report that cannot be written stops nothing
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "w", encoding="utf-8")
+        except OSError as e:
+            raise from_os_error(e) or OutputError(
+                f"the report cannot be written ({e.strerror})", path=path,
+                fix="give --report a .jsonl path in a writable folder") from None
 
     def job(self, r: JobResult | dict) -> None:
         d = r.to_dict() if isinstance(r, JobResult) else dict(r)
