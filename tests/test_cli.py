@@ -413,3 +413,17 @@ def test_symlink_loop_is_a_named_input_error(tmp_path, shared_data):
     r = cli("--quiet", "reenact", tmp_path / "a.jpg", shared_data / "clips" / "d12.mp4", "-o", tmp_path / "o.mp4")
     assert_one_line_error(r, 4)
     assert "looping symbolic link" in r.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "0"])
+def test_junk_echo_threads_is_a_usage_error(value, tmp_path, monkeypatch):
+    """ECHO_THREADS=abc crashed inside int() or CTranslate2 (internal error, exit 1)."""
+    from echo_cli.env import env_threads
+
+    r = cli("render", tmp_path / "none.yaml", env={"ECHO_THREADS": value})
+    assert_one_line_error(r, 2)
+    assert "ECHO_THREADS" in r.stderr
+    r = cli("doctor", env={"ECHO_THREADS": value})
+    assert r.returncode != 0 and "ECHO_THREADS" in r.stderr + r.stdout and "Traceback" not in r.stderr
+    monkeypatch.setenv("ECHO_THREADS", "3")
+    assert env_threads() == 3

@@ -167,6 +167,14 @@ def gather() -> list[Check]:
     except OutputError as e:
         checks.append(Check("cache folder", False, f"{e.path}: {e.message}", fix=e.fix))
 
+    if os.environ.get("ECHO_THREADS", "").strip():
+        from echo_cli.env import env_threads
+        from echo_cli.errors import UsageError
+        try:
+            checks.append(Check("ECHO_THREADS", True, f"{env_threads()} threads per stage"))
+        except UsageError as e:
+            checks.append(Check("ECHO_THREADS", False, e.message, fix=e.fix))
+
     esp = shutil.which("espeak-ng") or shutil.which("espeak")
     checks.append(Check("espeak-ng (sample speech)", esp is not None, esp or "not installed", required=False,
                         fix=None if esp else "apt-get install espeak-ng"))

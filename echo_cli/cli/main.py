@@ -64,6 +64,10 @@ def main(
     st = common.set_state(quiet=quiet, verbose=verbose, json=json_out, no_progress=no_progress,
                           command=ctx.invoked_subcommand or "")
     log.setup(st.verbosity)
+    if ctx.invoked_subcommand not in (None, "doctor"):      # doctor reports it among its checks
+        from echo_cli.env import env_threads
+
+        env_threads()           # a bad value fails now, whatever the cache spares the run from reading
 
 
 def _register_all() -> None:

@@ -113,7 +113,9 @@ def whisper_model_dir() -> Path:
 
 
 def _threads() -> int:
-    return int(os.environ.get("ECHO_THREADS", "0") or 0) or min(2, os.cpu_count() or 1)
+    from echo_cli.env import env_threads
+
+    return env_threads() or min(2, os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)

@@ -468,7 +468,9 @@ def track_threads() -> int:
     --workers` runs files in parallel processes)."""
     import os
 
-    env = int(os.environ.get("ECHO_THREADS", "0") or 0)
+    from echo_cli.env import env_threads
+
+    env = env_threads()
     if env > 0:
         return env
     try:

@@ -354,7 +354,9 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     run_dir = common.RunDir(out)
     # One intra-op thread per process: on a shared 2-core machine more threads spin against
     # each other (we measured 10-20x slow-downs); use torchrun processes for parallelism.
-    torch.set_num_threads(int(os.environ.get("ECHO_THREADS", "0") or 0) or 1)
+    from echo_cli.env import env_threads
+
+    torch.set_num_threads(env_threads() or 1)
 
     if clips is None:
         all_clips = D.load_clips(data)

@@ -169,7 +169,9 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
 
     # One intra-op thread per process, as stage 1: on the shared 2-core machine 2-thread pools
     # spin against each other (a 250-step run did not reach step 25 in 17 min with 2 threads)
-    torch.set_num_threads(int(os.environ.get("ECHO_THREADS", "0") or 0) or 1)
+    from echo_cli.env import env_threads
+
+    torch.set_num_threads(env_threads() or 1)
     cfg = config or Stage2Config()
     loop = loop or common.LoopConfig(steps=1500, lr=5e-4, warmup=50, log_every=25, ckpt_every=250)
     if steps is not None:
