@@ -66,6 +66,40 @@ def test_resume_is_bitwise_identical_to_uninterrupted(tmp_path, clips):
     assert st["step"] == 6
 
 
+def test_interrupt_saves_state_and_resume_goes_on(tmp_path, clips, monkeypatch):
+    """SIGINT/SIGTERM (KeyboardInterrupt) at step 5 of 8 with checkpoints only every 500 steps:
+    the state of step 5 is saved, and --resume ends bitwise where an unbroken run ends (it had
+    lost everything since the last checkpoint); a half-written loss line is skipped."""
+    loop = common.LoopConfig(steps=8, log_every=1, ckpt_every=500, warmup=2)
+    stage1.run(out=tmp_path / "full", config=CFG, clips=clips, audio_only=[], loop=loop)
+    make = stage1.make_loss_fn
+
+    def interrupted_at_5(*a, **kw):
+        fn = make(*a, **kw)
+
+        def loss(net, step, tg, rng):
+            if step == 5:
+                raise KeyboardInterrupt
+            return fn(net, step, tg, rng)
+        return loss
+
+    monkeypatch.setattr(stage1, "make_loss_fn", interrupted_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        stage1.run(out=tmp_path / "cut", config=CFG, clips=clips, audio_only=[], loop=loop)
+    monkeypatch.undo()
+    _, st = load_checkpoint(tmp_path / "cut" / "state")
+    assert st["step"] == 5
+    with open(tmp_path / "cut" / "losses.jsonl", "a") as f:
+        f.write('{"step": 6, "fm": 2.3')                      # cut off by a kill
+    stage1.run(out=tmp_path / "cut", config=CFG, clips=clips, audio_only=[], loop=loop, resume=True)
+    a, _ = load_checkpoint(tmp_path / "full" / "model")
+    b, _ = load_checkpoint(tmp_path / "cut" / "model")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "losses.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
 def test_same_seed_same_weights_different_seed_differs(tmp_path, clips):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         stage1.run(out=tmp_path / name, config=CFG, clips=clips, audio_only=[], loop=_loop(2), seed=seed)
@@ -96,6 +130,31 @@ def test_cli_requires_out_and_a_stage():
     assert r.exit_code != 0
     r = CliRunner().invoke(app, ["train", "--stage", "3", "--out", "x"])
     assert r.exit_code != 0
+
+
+def test_no_training_clips_and_a_full_disk_are_typed_errors(tmp_path, monkeypatch):
+    """A data folder without the talking clips: exit 4 and no empty run folder (it was an
+    internal error from numpy); a checkpoint write that runs out of space is an OSError the
+    CLI turns into exit 7 (safetensors reported it as its own error type: internal error)."""
+    import safetensors.torch
+
+    from echo_cli.errors import OutputError
+    from echo_cli.model.checkpoint import save_checkpoint
+
+    (tmp_path / "data").mkdir()
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "train", "--stage", "1", str(tmp_path / "data"),
+                        "--out", str(tmp_path / "run"), "--steps", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 4 and "no training clips found" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+    def full(*a, **kw):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OutputError, match="disk full") as e:
+        save_checkpoint(tmp_path / "ck", {"w": torch.zeros(2)}, {})
+    assert e.value.exit_code == 7
+    assert not list(tmp_path.glob("*ck*"))                    # nothing half-written
 
 
 def test_held_out_speakers_are_not_trained_on():

@@ -15,6 +15,7 @@ safetensors, a schema from a newer echo-cli, tensors that do not match the confi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from echo_cli.errors import ModelError
@@ -68,7 +69,17 @@ def save_checkpoint(path: str | Path, tensors: dict, config: dict) -> Path:
     text = json.dumps(meta, indent=2, sort_keys=True)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(st) as tmp:
-        save_file(flat, str(tmp), metadata={"echo_config": json.dumps(meta, sort_keys=True)})
+        try:
+            save_file(flat, str(tmp), metadata={"echo_config": json.dumps(meta, sort_keys=True)})
+        except Exception as e:      # safetensors' own error type wraps the OS error
+            if "os error" in str(e):
+                import errno
+                import re
+
+                m = re.search(r"os error (\d+)", str(e))
+                code = int(m.group(1)) if m else errno.EIO
+                raise OSError(code, os.strerror(code), str(st)) from e
+            raise
     write_text(js, text + "\n")
     return st
 

@@ -102,6 +102,13 @@ class RunDir:
             raise OutputError(f"cannot create the run folder: {e.strerror}", path=self.path,
                               fix="choose a writable --out folder") from e
 
+    def discard_if_empty(self) -> None:
+        """A run that failed before writing anything leaves no empty folder behind."""
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
     state = property(lambda self: self.path / "state")
     model = property(lambda self: self.path / "model")
     losses = property(lambda self: self.path / "losses.jsonl")
@@ -154,7 +161,25 @@ def append_losses(run: RunDir, step: int, losses: dict) -> None:
 def read_losses(run: RunDir) -> list[dict]:
     if not run.losses.is_file():
         return []
-    return [json.loads(l) for l in run.losses.read_text().splitlines() if l.strip()]
+    rows = []
+    for line in run.losses.read_text(errors="replace").splitlines():
+        try:        # a line cut by a kill or a full disk is skipped, not fatal to every later --resume
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def keep_losses_until(run: RunDir, step: int) -> None:
+    """After a resume from `step`: drop the rows logged past it (and damaged ones), so the
+    log and the plot hold each step once."""
+    if run.losses.is_file():
+        rows = [r for r in read_losses(run) if int(r["step"]) <= step]
+        from echo_cli.io_atomic import write_text
+
+        write_text(run.losses, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def plot_losses(run: RunDir, title: str = "training losses") -> Path | None:
@@ -216,10 +241,34 @@ def train_loop(model, loss_fn: Callable, cfg: LoopConfig, run: RunDir, dist_: Di
         LOG.warning("--resume: no saved state in %s yet; starting at step 0", run.path)
     if start == 0 and dist_.main and run.losses.is_file():
         run.losses.unlink()
+    elif dist_.main:
+        keep_losses_until(run, start)
     t0 = time.time()
+    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+    try:
+        _steps(net, model, opt, loss_fn, cfg, run, dist_, config, start, end, t0)
+    except KeyboardInterrupt:
+        # SIGINT/SIGTERM (a preempted job): keep what was trained, so `--resume` goes on from
+        # here (a signal inside an optimizer step can leave that one step half applied)
+        done = _LAST_DONE[0]
+        if dist_.main and done > start:
+            save_state(run, model, opt, done, config)
+            plot_losses(run)
+            LOG.warning("stopped at step %d of %d; state saved: rerun with --resume to continue", done, cfg.steps)
+        raise
+    return {"steps": end, "start": start, "seconds": round(time.time() - t0, 1),
+            "final": read_losses(run)[-1] if dist_.main and read_losses(run) else {}}
+
+
+_LAST_DONE = [0]        # the last step completed (optimizer stepped and logged), for an interrupt
+
+
+def _steps(net, model, opt, loss_fn, cfg, run, dist_, config, start: int, end: int, t0: float) -> None:
+    import torch
+
+    _LAST_DONE[0] = start
     acc: dict[str, float] = {}
     n_acc = 0
-    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
     for step in range(start, end):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
@@ -243,8 +292,7 @@ def train_loop(model, loss_fn: Callable, cfg: LoopConfig, run: RunDir, dist_: Di
         if dist_.main and (done % cfg.ckpt_every == 0 or done == end):
             save_state(run, model, opt, done, config)
             plot_losses(run)
-    return {"steps": end, "start": start, "seconds": round(time.time() - t0, 1),
-            "final": read_losses(run)[-1] if dist_.main and read_losses(run) else {}}
+        _LAST_DONE[0] = done
 
 
 def write_json(path: Path, data: dict) -> None:

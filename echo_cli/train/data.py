@@ -253,16 +253,19 @@ def load_clips(data_dir: Path | None = None, names: list[str] | None = None, spa
     if space is None:
         from echo_cli.motion.space import default_space
         space = default_space()
-    out = []
+    out, missing = [], []
     for rel, spk in SPEECH_CLIPS.items():
         p = data_dir / rel
         if names and p.stem not in names:
             continue
         if not p.is_file():
-            LOG.warning("missing training clip %s", p)
+            missing.append(rel)
             continue
         LOG.info("preparing %s", rel)
         out.append(process_clip(p, spk, space, use_cache))
+    if missing and out:         # none at all: the caller's error says so
+        LOG.warning("%d of %d training clips missing under %s: %s", len(missing), len(missing) + len(out),
+                    data_dir, ", ".join(missing))
     return out
 
 

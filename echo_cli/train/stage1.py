@@ -351,6 +351,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     if steps is not None:
         loop = replace(loop, steps=int(steps))
     loop = replace(loop, seed=int(seed))
+    fresh = not Path(out).exists()
     run_dir = common.RunDir(out)
     # One intra-op thread per process: on a shared 2-core machine more threads spin against
     # each other (we measured 10-20x slow-downs); use torchrun processes for parallelism.
@@ -359,8 +360,20 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     torch.set_num_threads(env_threads() or 1)
 
     if clips is None:
-        all_clips = D.load_clips(data)
-        train, val = D.split(all_clips, held_out)
+        try:
+            all_clips = D.load_clips(data)
+            train, val = D.split(all_clips, held_out)
+            if not train:
+                from echo_cli.errors import InputError
+
+                raise InputError(f"no training clips found ({len(all_clips)} held-out only)" if all_clips
+                                 else "no training clips found", path=data or D.shared_data_dir(),
+                                 fix="pass ../shared/data (stage 1 reads its talking/ clips and clips/d*.mp4 "
+                                     "listed in train/data.py) or a folder laid out like it")
+        except BaseException:
+            if fresh:
+                run_dir.discard_if_empty()
+            raise
         from echo_cli.motion.space import default_space
         if cfg.align_av:
             train = D.align_speech(train, default_space())
