@@ -147,3 +147,26 @@ def test_side_by_side_render_is_measured_on_the_avatar_panel(shared_data, tmp_pa
     assert np.nanmean(sbs.landmarks[:, :, 0]) > width / 2          # the right panel's face
     assert "avatar's panel" in sbs.info["measured_face"]
     assert "measured_face" not in measure_video(tmp_path / "avatar.mp4").info
+
+
+def test_suite_measures_the_good_videos_when_one_is_bad(shared_data, env, tmp_path):
+    """One unreadable video no longer aborts a suite: the others are measured and written,
+    exit 8; nothing measurable is that failure's own exit; a manifest of the wrong kind is a
+    spec error (3), not an internal one."""
+    good = tmp_path / "good.mp4"
+    good.write_bytes((shared_data / "clips" / "d12.mp4").read_bytes())
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 5000)
+    (tmp_path / "suite.yaml").write_text("- {video: good.mp4}\n- {video: junk.mp4}\n")
+    r = cli("eval", "--suite", tmp_path / "suite.yaml", "--out", tmp_path / "ev", "--no-sync", "--no-plot", env=env)
+    assert r.returncode == 8 and "1 of 2 videos could not be measured" in r.stderr, r.stderr
+    doc = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert [x["label"] for x in doc["results"]] == ["good.mp4"]
+    assert doc["summary"]["failed"][0]["video"].endswith("junk.mp4")
+    assert "junk.mp4" in (tmp_path / "ev" / "eval.md").read_text()
+    (tmp_path / "bad.yaml").write_text("- {video: junk.mp4}\n")
+    r = cli("eval", "--suite", tmp_path / "bad.yaml", "--out", tmp_path / "ev2", "--no-sync", env=env)
+    assert r.returncode == 4 and not (tmp_path / "ev2").exists()
+    (tmp_path / "num.yaml").write_text("- 42\n")
+    for manifest in (good, tmp_path / "num.yaml"):
+        r = cli("eval", "--suite", manifest, env=env)
+        assert r.returncode == 3 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr

@@ -53,6 +53,12 @@ def register(app: typer.Typer) -> None:
         if suite is not None:
             out_dir = out or Path(f"eval-{Path(suite).stem or 'suite'}")
             doc = _run_suite(suite, opts, out_dir, plots=not no_plot)
+            failed = doc.get("summary", {}).get("failed") or []
+            if failed:              # the rest were measured and written: a partial failure (8)
+                from echo_cli.errors import PartialFailure
+
+                raise PartialFailure(f"{len(failed)} of {len(failed) + len(doc['results'])} videos could not be "
+                                     "measured; the rest were", path=suite, fix=f"see {out_dir / 'eval.md'}")
         else:
             out_dir = out or Path(f"{video.stem}_eval")
             doc = _run_one(video, ref, user, audio, turns, opts, out_dir, plots=not no_plot)
@@ -120,7 +126,15 @@ def _run_suite(name: str, opts, out_dir: Path, plots: bool) -> dict:
     from echo_cli.eval.suite import run_suite
     from echo_cli.io_atomic import write_text
 
-    results, kept = run_suite(name, opts)
+    results, kept, failed = run_suite(name, opts)
+    if failed and not results:      # nothing measured: the failure itself (one kind) or 8
+        from echo_cli.errors import EchoError, PartialFailure
+
+        codes = {f["exit_code"] for f in failed}
+        kinds = {c.exit_code: c for c in (*EchoError.__subclasses__(), EchoError)}
+        cls = kinds.get(codes.pop(), PartialFailure) if len(codes) == 1 else PartialFailure
+        raise cls(f"no video of the suite could be measured ({len(failed)} failed)", path=name,
+                  fix="see the lines above and fix those videos")
     summary: dict = {}
     md = f"# echo-cli eval --suite {name}\n\n"
     if any("condition" in r for r in results):
@@ -158,6 +172,9 @@ def _run_suite(name: str, opts, out_dir: Path, plots: bool) -> dict:
             if r["label"] in kept:
                 m, wave = kept[r["label"]]
                 r["plot"] = _plot(out_dir, r["label"], m, wave, (), r["lip_sync"]["sync_lag_frames"])
+    if failed:
+        summary["failed"] = failed
+        md += "\n## Not measured\n\n" + "".join(f"- {f['video']}: {f['message']} (fix: {f['fix']})\n" for f in failed)
     doc = R.wrap(results, command="echo-cli " + " ".join(sys.argv[1:]), summary=summary)
     R.write_json(doc, out_dir / "eval.json")
     write_text(out_dir / "eval.md", md)

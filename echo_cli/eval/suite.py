@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from echo_cli import log
-from echo_cli.errors import InputError, ModelError, SpecError
+from echo_cli.errors import EchoError, InputError, ModelError, SpecError
 from echo_cli.eval import baselines as B
 from echo_cli.eval import metrics as M
 from echo_cli.eval import measure as ME
@@ -277,7 +277,11 @@ def baseline_suite(files: Sequence[Path], opts: EvalOptions = EvalOptions(), sec
 
 def read_manifest(path: Path) -> list[dict]:
     """Items {video, ref?, user?, audio?, turns?} with paths relative to the manifest."""
-    text = path.read_text()
+    what = "a suite manifest is a .json/.yaml list of {video: PATH, ...} or a .txt of video paths"
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise SpecError("not a suite manifest (binary data)", path=path, fix=what) from None
     if path.suffix.lower() == ".txt":
         items = [{"video": ln.strip()} for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     else:
@@ -292,7 +296,12 @@ def read_manifest(path: Path) -> list[dict]:
         items = data.get("items", data) if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise SpecError("manifest is not a list", path=path, fix="write a list of {video: ..., ref: ...}")
+        bad = [it for it in items if not isinstance(it, (str, dict))]
+        if bad:
+            raise SpecError(f"manifest item {bad[0]!r} is neither a path nor a mapping", path=path, fix=what)
         items = [({"video": it} if isinstance(it, str) else dict(it)) for it in items]
+    if not items:
+        raise SpecError("the manifest lists no videos", path=path, fix=what)
     for it in items:
         if "video" not in it:
             raise SpecError(f"manifest item without 'video': {it}", path=path, fix="add video: PATH")
@@ -303,12 +312,12 @@ def read_manifest(path: Path) -> list[dict]:
     return items
 
 
-def run_suite(name: str, opts: EvalOptions = EvalOptions()) -> tuple[list[dict], dict]:
-    """Results of a named suite, a folder or a manifest; plus {label: (measurement, wave)}
-    for plots."""
+def run_suite(name: str, opts: EvalOptions = EvalOptions()) -> tuple[list[dict], dict, list[dict]]:
+    """Results of a named suite, a folder or a manifest; {label: (measurement, wave)} for
+    plots; and the videos that could not be measured (their error as a dict)."""
     if name == "talking-heldout":
         results, kept = baseline_suite(heldout_files(), opts)
-        return results, {f"{c}:{k}": (m, m.wave) for (c, k), m in kept.items()}
+        return results, {f"{c}:{k}": (m, m.wave) for (c, k), m in kept.items()}, []
     p = Path(name)
     if p.is_dir():
         items = [{"video": str(f)} for f in sorted(p.iterdir()) if f.suffix.lower() in VIDEO_EXTS]
@@ -319,12 +328,18 @@ def run_suite(name: str, opts: EvalOptions = EvalOptions()) -> tuple[list[dict],
     else:
         raise InputError(f"unknown suite '{name}'", fix=f"use one of: {', '.join(SUITES)}, a folder or a manifest")
     results, kept = [], {}
+    failed = []
     for it in items:
-        res, m, wave, _ = evaluate_file(it["video"], ref=it.get("ref"), user=it.get("user"),
-                                        audio=it.get("audio"), turns=it.get("turns"), opts=opts)
+        try:
+            res, m, wave, _ = evaluate_file(it["video"], ref=it.get("ref"), user=it.get("user"),
+                                            audio=it.get("audio"), turns=it.get("turns"), opts=opts)
+        except EchoError as e:      # one bad video never costs the others their measurements
+            logger.error("%s", e.one_line().removeprefix("error: "))
+            failed.append({"video": it["video"], **e.to_dict()})
+            continue
         results.append(res)
         kept[res["label"]] = (m, wave)
-    return results, kept
+    return results, kept, failed
 
 
 __all__ = ["EvalOptions", "evaluate", "evaluate_file", "run_suite", "baseline_suite", "load_turns",
