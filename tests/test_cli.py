@@ -397,6 +397,14 @@ def test_doctor_sees_what_would_break_a_render(tmp_path):
         payload = json.loads(r.stdout)
         check = next(c for c in payload["checks"] if c["name"] == name)
         assert r.returncode == 6 and not check["ok"] and needle in check["fix"], (name, check)
+    # and a render with that ffmpeg stops at preflight, exit 6 naming ECHO_FFMPEG (it decoded
+    # every input to nothing and blamed the user's media, exit 4)
+    y = tmp_path / "d.yaml"
+    y.write_text(f"version: 1\navatar:\n  image: {REPO / 'samples' / 'media' / 'avatar.png'}\n"
+                 f"  audio: {REPO / 'samples' / 'media' / 'avatar.wav'}\noutput:\n  path: out.mp4\n")
+    r = cli("render", y, "--dry-run", env={"ECHO_FFMPEG": shutil.which("true") or "/bin/true"})
+    assert_one_line_error(r, 6)
+    assert "ECHO_FFMPEG" in r.stderr
 
 
 def test_symlink_loop_is_a_named_input_error(tmp_path, shared_data):

@@ -31,10 +31,20 @@ def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary; DependencyError with the fix when there is none."""
     explicit = os.environ.get("ECHO_FFMPEG")
     if explicit:
-        if Path(explicit).is_file() and os.access(explicit, os.X_OK):
-            return explicit
-        raise DependencyError("ECHO_FFMPEG does not name an executable file", path=explicit,
-                              fix="unset ECHO_FFMPEG or point it at an ffmpeg binary")
+        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+            raise DependencyError("ECHO_FFMPEG does not name an executable file", path=explicit,
+                                  fix="unset ECHO_FFMPEG or point it at an ffmpeg binary")
+        # an explicit binary is checked once: `/bin/true` would otherwise "decode" every input
+        # to nothing and the user's media would be blamed (exit 4)
+        try:
+            out = subprocess.run([explicit, "-hide_banner", "-version"], capture_output=True, text=True,
+                                 timeout=30, stdin=subprocess.DEVNULL).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if not out.startswith("ffmpeg version"):
+            raise DependencyError("ECHO_FFMPEG does not answer `-version` like ffmpeg", path=explicit,
+                                  fix="unset ECHO_FFMPEG or point it at an ffmpeg binary")
+        return explicit
     on_path = shutil.which("ffmpeg")
     if on_path:
         return on_path
