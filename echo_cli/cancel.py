@@ -28,6 +28,25 @@ def clear() -> None:
     _EVENT.clear()
 
 
+_FINISHING = threading.Event()      # the output is in place: a signal now ends nothing worth undoing
+
+
+def finishing() -> None:
+    """The run's output is complete and renamed into place; what is left is bookkeeping. A
+    signal from here on lets the run finish (exit 0) rather than report an interruption
+    beside a finished file."""
+    _FINISHING.set()
+
+
+def is_finishing() -> bool:
+    return _FINISHING.is_set()
+
+
+def starting() -> None:
+    """A new run: its output is not in place yet (signals interrupt it again)."""
+    _FINISHING.clear()
+
+
 def requested() -> bool:
     return _EVENT.is_set()
 

@@ -468,6 +468,7 @@ def _ends_cancellation(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kw):
+        cancel.starting()
         try:
             return fn(*args, **kw)
         finally:
@@ -583,6 +584,7 @@ def _render_stages(spec, settings, infos, result, timed, progress, explain=False
                          metadata=metadata, layout=spec.output.layout,
                          user_video=spec.user.video if spec.user else None,
                          user_is_image=bool(user_info and user_info.is_image), n_frames=n_frames, progress=progress)
+    cancel.finishing()      # the video is whole and in place
     result.update(res)
     result["checkpoint"] = str(ckpt)
     result["turns"] = [{"speaker": t.speaker, "start": round(t.start, 3), "end": round(t.end, 3),

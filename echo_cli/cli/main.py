@@ -189,6 +189,8 @@ def _sigterm_unwinds() -> None:
         _TERMINATED = _TERMINATED or signum == signal.SIGTERM
         from echo_cli import cancel
 
+        if cancel.is_finishing():       # the output is already whole and in place: finish
+            return
         cancel.request()
         raise KeyboardInterrupt
 
