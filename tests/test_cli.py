@@ -435,3 +435,23 @@ def test_junk_echo_threads_is_a_usage_error(value, tmp_path, monkeypatch):
     assert r.returncode != 0 and "ECHO_THREADS" in r.stderr + r.stdout and "Traceback" not in r.stderr
     monkeypatch.setenv("ECHO_THREADS", "3")
     assert env_threads() == 3
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "batch", "--set", "jobs=abc"], "not an integer"),
+    (["bench", "batch", "--set", "seconds=-1"], "out of range"),
+    (["bench", "render", "--set", "foo=bar"], "has no option 'foo'"),
+    (["bench", "end-to-end", "--set", "cache=hot"], "use one of both, cold, warm"),
+    (["bench", "generate", "--set", "threads=0"], "out of range"),
+])
+def test_bench_set_options_are_checked(args, needle):
+    """--set values were parsed inside the targets (internal errors) or silently ignored."""
+    r = cli(*args, "--no-doc", "--quick")
+    assert_one_line_error(r, 2)
+    assert needle in r.stderr
+
+
+def test_bench_doc_in_a_missing_folder_is_refused(tmp_path):
+    r = cli("bench", "render", "--doc", tmp_path / "no" / "x.md", "--quick", "--frames", "2", "--sizes", "64")
+    assert_one_line_error(r, 7)
+    assert not (tmp_path / "no").exists()

@@ -28,6 +28,8 @@ from echo_cli.bench.common import BenchArgs, markdown_table, report, shared_data
 from echo_cli.errors import InputError
 
 logger = log.get("echo_cli.bench.batch")
+
+SET_OPTIONS = {"jobs": (int, 1, 1000), "seconds": (float, 0.5, 3600.0)}     # --set key=value, checked by the CLI
 PORTRAITS = ["s1.jpg", "s2.jpg", "s3.jpg", "s4.jpg", "s5.jpg", "s6.jpg", "s7.jpg", "s8.jpg"]
 AUDIO = ["RD_Radio31_000.wav", "RD_Radio34_002.wav", "RD_Radio36_000.wav", "RD_Radio40_000.wav"]
 

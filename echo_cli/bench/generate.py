@@ -22,6 +22,8 @@ from echo_cli import log
 from echo_cli.bench.common import BenchArgs, PeakMemory, markdown_table, report
 
 logger = log.get("echo_cli.bench.generate")
+
+SET_OPTIONS = {"threads": (int, 1, 256), "devices": (str,), "preset": (str,), "checkpoint": (str,)}   # --set, checked by the CLI
 DEFAULT_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "default.safetensors"
 
 

@@ -37,6 +37,8 @@ from echo_cli.bench.common import Timer
 
 logger = log.get("echo_cli.bench.preprocess")
 
+SET_OPTIONS = {"data": (str,), "parts": (str,), "threads": (int, 1, 256)}     # --set, checked by the CLI
+
 FACE_CLIPS = ("clips/d12.mp4", "clips/d11.mp4", "clips/d10.mp4")       # 512 x 512
 SPEECH = ("audio/RD_Radio31_000.wav", "audio/RD_Radio34_002.wav", "audio/RD_Radio36_000.wav")
 CACHE_CLIPS = ("talking/grid_lrwp9a.mp4", "talking/grid_pwij3p.mp4", "talking/r3_May_5s.mp4")

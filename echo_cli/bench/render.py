@@ -30,6 +30,8 @@ from echo_cli.bench.common import (BenchArgs, PeakMemory, Timer, encode_frames, 
 from echo_cli.errors import InputError
 
 logger = log.get("echo_cli.bench.render")
+
+SET_OPTIONS: dict = {}      # no --set options (the CLI refuses any)
 DRIVING = "clips/d12.mp4"
 FPS = 25.0
 

@@ -56,16 +56,16 @@ def register(app: typer.Typer) -> None:
                              fix="e.g. --sizes 256,512") from e
         if size_t and not all(64 <= v <= 4096 for v in size_t):
             raise UsageError(f"--sizes must be within 64..4096, got '{sizes}'", fix="e.g. --sizes 256,512")
-        extra = {}
-        for kv in set_ or []:
-            if "=" not in kv:
-                raise UsageError(f"--set '{kv}' is not key=value", fix="e.g. --set steps=4")
-            k, v = kv.split("=", 1)
-            extra[k.strip()] = v.strip()
+        extra = _set_options(target, getattr(module, "SET_OPTIONS", None), set_ or [])
         from echo_cli.bench.common import DOC_DEFAULT, BenchArgs
 
         if doc is None:     # the project's own doc (a checkout), never ./docs of wherever this runs
             doc = DOC_DEFAULT if DOC_DEFAULT.is_file() else None
+        elif not no_doc and not doc.parent.is_dir():
+            from echo_cli.errors import OutputError
+
+            raise OutputError("--doc names a file in a folder that does not exist", path=doc,
+                              fix="give an existing Markdown file's path, or --no-doc")
 
         args = BenchArgs(frames=frames, sizes=size_t, out=out, doc=None if no_doc or doc is None else doc, history=history,
                          quick=quick, long_seconds=long_seconds, extra=extra,
@@ -74,3 +74,37 @@ def register(app: typer.Typer) -> None:
         rows = record.get("rows", [])
         human = "\n".join(str({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}) for r in rows)
         emit(record, human=human or f"bench {target} done")
+
+
+def _set_options(target: str, known: dict | None, pairs: list[str]) -> dict:
+    """--set key=value pairs, typed and range-checked against the target's SET_OPTIONS
+    {key: (type,) | (type, lo, hi) | (str, choices)}; an unknown key or a bad value is a usage
+    error (they crashed inside the target or were silently ignored)."""
+    from echo_cli.errors import UsageError
+
+    out: dict = {}
+    for kv in pairs:
+        if "=" not in kv:
+            raise UsageError(f"--set '{kv}' is not key=value", fix="e.g. --set seconds=60")
+        k, v = (x.strip() for x in kv.split("=", 1))
+        if known is None:           # a target without declarations takes strings as they are
+            out[k] = v
+            continue
+        if k not in known:
+            names = ", ".join(sorted(known)) or "none"
+            raise UsageError(f"bench {target} has no option '{k}'", fix=f"its --set options: {names}")
+        kind, *rule = known[k]
+        if kind is str:
+            if rule and v not in rule[0]:
+                raise UsageError(f"--set {k}={v!r}: use one of {', '.join(rule[0])}", fix=f"e.g. --set {k}={rule[0][0]}")
+            out[k] = v
+            continue
+        try:
+            val = kind(v)
+        except ValueError:
+            raise UsageError(f"--set {k}={v!r} is not {'an integer' if kind is int else 'a number'}",
+                             fix=f"e.g. --set {k}={rule[0] if rule else 1}") from None
+        if rule and not rule[0] <= val <= rule[1]:
+            raise UsageError(f"--set {k}={v} is out of range {rule[0]:g}..{rule[1]:g}", fix=f"e.g. --set {k}={rule[0]:g}")
+        out[k] = val
+    return out
