@@ -65,10 +65,13 @@ def test_slurm_env_from_max_when_count_missing():
     {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_STEP": "2"},
     {"JOB_COMPLETION_INDEX": "0"},                                             # no count
     {"JOB_COMPLETION_INDEX": "4", "ECHO_SHARD_COUNT": "4"},
+    {"JOB_COMPLETION_INDEX": "0", "ECHO_SHARD_COUNT": "0"},                  # a count of 0, not "unset"
 ])
 def test_bad_env_is_a_usage_error(env):
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as e:
         detect_shard(None, env)
+    if env.get("ECHO_SHARD_COUNT") == "0":
+        assert "at least 1" in e.value.message
 
 
 def test_k8s_env():

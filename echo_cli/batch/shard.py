@@ -89,7 +89,11 @@ def detect_shard(cli: str | None = None, env: Mapping[str, str] | None = None) -
         return Shard(task - lo, count, "slurm")
     index = _int_env(env, "JOB_COMPLETION_INDEX")
     if index is not None:
-        count = _int_env(env, "ECHO_SHARD_COUNT") or _int_env(env, "JOB_COMPLETIONS")
+        count = _int_env(env, "ECHO_SHARD_COUNT")
+        if count is not None and count < 1:
+            raise UsageError(f"ECHO_SHARD_COUNT={count} must be at least 1",
+                             fix="set env ECHO_SHARD_COUNT to the Job's completions (echo-cli batch --emit k8s does)")
+        count = count or _int_env(env, "JOB_COMPLETIONS")
         if count is None:
             raise UsageError("JOB_COMPLETION_INDEX is set but ECHO_SHARD_COUNT is not",
                              fix="set env ECHO_SHARD_COUNT to the Job's completions (echo-cli batch --emit k8s does)")
