@@ -72,4 +72,6 @@ def keyed(path: str | Path, *extra: object, length: int = 20) -> str:
 
 def cache_root() -> Path:
     """$ECHO_CACHE_DIR, else ~/.cache/echo-cli (never inside ../shared, which is read-only in CI)."""
-    return Path(os.environ.get("ECHO_CACHE_DIR") or Path.home() / ".cache" / "echo-cli")
+    env = os.environ.get("ECHO_CACHE_DIR")
+    # "~/x" (quoted in a job script, so the shell left it) means the home folder, not ./~/x
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "echo-cli"

@@ -455,3 +455,19 @@ def test_bench_doc_in_a_missing_folder_is_refused(tmp_path):
     r = cli("bench", "render", "--doc", tmp_path / "no" / "x.md", "--quick", "--frames", "2", "--sizes", "64")
     assert_one_line_error(r, 7)
     assert not (tmp_path / "no").exists()
+
+
+def test_folders_and_tilde_paths_are_read_as_users_mean_them(tmp_path, monkeypatch):
+    """A folder given as a checkpoint or a video to eval says so (it said "not found"); a quoted
+    ECHO_CACHE_DIR='~/x' means the home folder (it made ./~/x)."""
+    from echo_cli.errors import InputError, ModelError
+    from echo_cli.eval.measure import measure_video
+    from echo_cli.hashing import cache_root
+    from echo_cli.model.checkpoint import load_checkpoint
+
+    with pytest.raises(ModelError, match="folder, not a checkpoint"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(InputError, match="folder, not a video"):
+        measure_video(tmp_path)
+    monkeypatch.setenv("ECHO_CACHE_DIR", "~/echo-cache-test")
+    assert cache_root() == Path.home() / "echo-cache-test"

@@ -282,6 +282,9 @@ def measure_video(path: str | Path, use_cache: bool = True, max_seconds: float |
     `max_seconds` measures only the start of the file (tests, quick looks)."""
     path = str(path)
     if not Path(path).is_file():
+        if Path(path).is_dir():
+            raise InputError("this is a folder, not a video", path=path,
+                             fix="give a video file, or the folder with --suite FOLDER")
         raise InputError("file not found", path=path, fix="check the path")
     from echo_cli.io_atomic import atomic_path
 

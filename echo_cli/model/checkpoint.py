@@ -96,6 +96,9 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix.lower() in PICKLE_SUFFIXES or (p.is_file() and p.suffix not in (".safetensors", ".json")):
         _refuse_pickle(p)
+    if p.is_dir():
+        raise ModelError("this is a folder, not a checkpoint", path=p,
+                         fix="pass the path of a NAME.safetensors written by `echo-cli train`")
     st, js = checkpoint_paths(p)
     if not st.is_file():
         raise ModelError("checkpoint not found", path=st,
