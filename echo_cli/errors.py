@@ -78,6 +78,16 @@ class Interrupted(EchoError):
     kind = "interrupted"
 
 
+def all_failed(codes, message: str, *, path=None, fix: str | None = None) -> EchoError:
+    """The error for a folder, suite or batch where nothing completed: the failures' own kind
+    when they all failed the same way (one bad file is exit 4, not a partial failure), else
+    PartialFailure (8)."""
+    codes = set(codes)
+    by_code = {c.exit_code: c for c in (*EchoError.__subclasses__(), EchoError)}
+    cls = by_code.get(codes.pop(), PartialFailure) if len(codes) == 1 else PartialFailure
+    return cls(message, path=path, fix=fix)
+
+
 def from_os_error(e: OSError) -> EchoError | None:
     """The typed error an OSError from deep inside a stage stands for, where its cause and fix
     are clear (a full disk; a cache folder that cannot be written); None otherwise (a bug)."""

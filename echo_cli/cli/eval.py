@@ -128,13 +128,10 @@ def _run_suite(name: str, opts, out_dir: Path, plots: bool) -> dict:
 
     results, kept, failed = run_suite(name, opts)
     if failed and not results:      # nothing measured: the failure itself (one kind) or 8
-        from echo_cli.errors import EchoError, PartialFailure
+        from echo_cli.errors import all_failed
 
-        codes = {f["exit_code"] for f in failed}
-        kinds = {c.exit_code: c for c in (*EchoError.__subclasses__(), EchoError)}
-        cls = kinds.get(codes.pop(), PartialFailure) if len(codes) == 1 else PartialFailure
-        raise cls(f"no video of the suite could be measured ({len(failed)} failed)", path=name,
-                  fix="see the lines above and fix those videos")
+        raise all_failed((f["exit_code"] for f in failed), f"no video of the suite could be measured "
+                         f"({len(failed)} failed)", path=name, fix="see the lines above and fix those videos")
     summary: dict = {}
     md = f"# echo-cli eval --suite {name}\n\n"
     if any("condition" in r for r in results):

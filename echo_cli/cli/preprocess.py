@@ -102,14 +102,11 @@ def register(app: typer.Typer) -> None:
             return
         err = PartialFailure(f"{n_fail} of {summary['total']} files failed; the rest completed",
                              path=folder, fix="see the lines above (or 'failed' in the summary) and fix those files")
-        if n_fail == summary["total"]:
-            # nothing completed: not a partial failure; one kind of failure keeps its own exit code
-            from echo_cli.errors import EchoError
+        if n_fail == summary["total"]:          # nothing completed: not a partial failure
+            from echo_cli.errors import all_failed
 
-            codes = {f.get("exit_code", 1) for f in summary["failed"]}
-            kinds = {c.exit_code: c for c in (*EchoError.__subclasses__(), EchoError)}
-            cls = kinds.get(codes.pop(), PartialFailure) if len(codes) == 1 else PartialFailure
-            err = cls("the file failed" if n_fail == 1 else f"all {n_fail} files failed", path=folder, fix=err.fix)
+            err = all_failed((f.get("exit_code", 1) for f in summary["failed"]),
+                             "the file failed" if n_fail == 1 else f"all {n_fail} files failed", path=folder, fix=err.fix)
         print(human, file=sys.stderr)
         print(err.one_line(), file=sys.stderr)
         if st.json:   # exactly one JSON object: the summary with the error
