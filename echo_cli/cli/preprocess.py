@@ -2,7 +2,8 @@
 
 Exit codes: 0 every file done (or cached); 8 (PartialFailure) when some files failed while
 the rest completed (each failure is one line on stderr and in the summary's "failed");
-4 when the folder holds no media; 2 for bad flags.
+when every file failed the same way, that failure's code (4 for bad media); 4 when the
+folder holds no media; 2 for bad flags.
 """
 from __future__ import annotations
 
