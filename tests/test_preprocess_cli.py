@@ -148,6 +148,12 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     notes.write_text("hello")
     code, summary, stderr = _cli(env, notes, "--transcript", "none")
     assert code == 4 and summary["error"]["kind"] == "input" and "the rest completed" not in stderr
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    for arg, needle in ((tmp_path / "gone.png", "broken or looping symbolic link"),
+                        ("/dev/null", "not a regular file or a folder")):
+        r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(arg)],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 4 and needle in r.stderr, r.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(empty)],

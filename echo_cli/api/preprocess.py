@@ -32,9 +32,13 @@ def find_media(folder: str | Path, recursive: bool = False) -> list[Path]:
     """Media files (by extension) of `folder`, sorted; hidden files and our own outputs skipped."""
     folder = Path(folder)
     if not folder.exists():
-        raise InputError("folder not found", path=folder, fix="check the path")
+        if folder.is_symlink():
+            raise InputError("broken or looping symbolic link", path=folder, fix="point the link at media or a folder")
+        raise InputError("file or folder not found", path=folder, fix="check the path")
     if folder.is_file():
         return [folder]
+    if not folder.is_dir():         # a FIFO, a device: not something to preprocess
+        raise InputError("not a regular file or a folder", path=folder, fix="give a media file or a folder of them")
     it = folder.rglob("*") if recursive else folder.glob("*")
     out = []
     for p in it:
