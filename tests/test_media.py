@@ -243,3 +243,21 @@ def test_ffmpeg_binary_found():
     exe = ffmpeg_exe()
     out = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
     assert "libx264" in out and " aac " in out
+
+
+def test_output_folder_removed_mid_write_is_named(tmp_path):
+    """A clean-up job deleting the output folder under a running render: the error says so
+    (it was ffmpeg's raw "Error writing trailer" text)."""
+    import shutil
+
+    from echo_cli.errors import OutputError
+
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="output folder was removed") as e:
+        with VideoWriter(out / "v.mp4", 25) as w:
+            for i in range(5):
+                w.write(np.zeros((64, 64, 3), np.uint8))
+            shutil.rmtree(out)
+            for i in range(100):
+                w.write(np.zeros((64, 64, 3), np.uint8))
+    assert e.value.exit_code == 7 and not out.exists()

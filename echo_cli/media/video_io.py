@@ -160,9 +160,14 @@ class VideoWriter:
         try:
             self._proc.stdin.write(frame.tobytes())
         except BrokenPipeError as e:
-            raise OutputError(f"video encoder stopped: {self._stderr()}", path=self.path,
-                              fix="check free disk space and the output folder") from e
+            raise self._failure("video encoder stopped", self._stderr()) from e
         self.n_frames += 1
+
+    def _failure(self, what: str, detail: str) -> OutputError:
+        if not self.path.parent.is_dir():       # deleted under a running render (a clean-up job)
+            return OutputError("the output folder was removed while the video was written",
+                               path=self.path.parent, fix="keep the folder until the render ends, and rerun")
+        return OutputError(f"{what}: {detail}", path=self.path, fix="check free disk space and the output folder")
 
     def _stderr(self) -> str:
         if self._errf is None:
@@ -182,8 +187,7 @@ class VideoWriter:
         if rc != 0:
             msg = self._stderr()
             self.abort()
-            raise OutputError(f"video encoder failed: {msg or f'exit {rc}'}", path=self.path,
-                              fix="check free disk space and the output folder")
+            raise self._failure("video encoder failed", msg or f"exit {rc}")
         make_readable(self._tmp)
         os.replace(self._tmp, self.path)
         self._tmp = None
