@@ -242,6 +242,17 @@ def test_mirror_track_is_the_average_of_direct_and_mirrored_runs(shared_data):
     np.testing.assert_allclose(both.landmarks, (direct.landmarks + back) / 2, atol=1e-3)
 
 
+def test_mirror_leaves_small_face_crops_to_the_direct_track(shared_data):
+    """s13.mp4's small face is found on zoomed crops; mirroring those moved the crop and one
+    frame collapsed 0.4 eye distances off. The crop pass tracks directly under --mirror."""
+    from echo_cli.preprocess.face import TrackSettings, track_face
+
+    p = shared_data / "clips" / "s13.mp4"
+    plain = track_face(p, cache=False)
+    mirrored = track_face(p, cache=False, settings=TrackSettings(mirror=True))
+    assert np.array_equal(plain.landmarks, mirrored.landmarks)
+
+
 def test_face_choice_warnings_fit_what_the_user_asked(shared_data, caplog):
     """Several faces: the "kept the largest" advice only when the caller did not choose; a
     --face-index beyond the faces present is said, not silently clamped."""

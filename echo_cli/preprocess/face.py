@@ -10,7 +10,7 @@ Single-face clips run in fixed chunks of consecutive frames (TrackSettings.chunk
 from a fresh graph after a few warm-up frames, on up to track_threads() threads: MediaPipe
 runs on one core per graph, so two graphs use both cores of the target machine. The
 chunking never depends on the thread count, so the track does not either.
-3. With TrackSettings.mirror, the same meshes also run on the mirrored frame (or crop) and
+3. With TrackSettings.mirror, the full-frame mesh also runs on the mirrored frame and
    the un-mirrored landmarks are averaged with the direct ones: MediaPipe's per-frame errors
    on a face and on its mirror image are largely independent, so the average is steadier
    (held-out talking clips: mouth opening of the direct and mirrored tracks correlates only
@@ -323,14 +323,15 @@ def unmirror(faces: list[np.ndarray], width: int) -> list[np.ndarray]:
 
 
 def mirror_average(direct: np.ndarray, mirrored: list[np.ndarray]) -> np.ndarray:
-    """`direct` averaged with the un-mirrored face that matches it (centres within a fifth
-    of the face size); `direct` alone when the mirror image found no such face."""
+    """`direct` averaged with the un-mirrored face that matches it (centre within a fifth of
+    the face size, size within 10 %); `direct` alone when the mirror image found no such face
+    (a mesh that collapsed onto part of a small face would otherwise pull the average off)."""
     if not mirrored:
         return direct
     c, size = _centre_size(direct)
     dist = [float(np.linalg.norm(_centre_size(m)[0] - c)) for m in mirrored]
     i = int(np.argmin(dist))
-    if dist[i] > 0.2 * size:
+    if dist[i] > 0.2 * size or abs(_centre_size(mirrored[i])[1] / max(size, 1e-6) - 1.0) > 0.1:
         return direct
     return ((direct + mirrored[i]) * 0.5).astype(np.float32)
 
@@ -406,8 +407,10 @@ class _CropPass:
         self.s = settings
         self.mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
                                    settings.min_tracking_confidence)
-        self.mirror_mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
-                                          settings.min_tracking_confidence) if settings.mirror else None
+        # no mirror pass here: on small faces the crop follows the landmarks, and averaged
+        # landmarks moved the crop enough to make MediaPipe collapse onto part of the face
+        # (s13.mp4, one frame 0.4 eye distances off); the direct track was steadier
+        self.mirror_mesh = None
         self.detector = make_face_detector(1, 0.4)
         self.box: np.ndarray | None = None
 
