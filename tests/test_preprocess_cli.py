@@ -127,7 +127,7 @@ def test_mirror_tracks_anew_and_stays_on_the_same_face(first_run, env, tmp_path)
     d.mkdir()
     (d / "talk.mp4").write_bytes((need_shared() / "talking" / "grid_lrwp9a.mp4").read_bytes())
     code, summary, _ = _cli(env, d, "-o", tmp_path / "out", "--mirror", "--transcript", "none", "--no-whisper")
-    assert code == 0 and [Path(p).name for p in summary["done"]] == ["talk.mp4"]
+    assert code == 0 and [Path(p).name for p in summary["done"]] == ["talk.mp4"] and summary["options"]["mirror"]
     plain, mirrored = load_track(out / "talk.mp4.face.npz"), load_track(tmp_path / "out" / "talk.mp4.face.npz")
     assert mirrored.n_frames == plain.n_frames and mirrored.detected.all()
     iod = np.linalg.norm(plain.landmarks[:, 33, :2] - plain.landmarks[:, 263, :2], axis=1)

@@ -286,5 +286,6 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
 def _options_json(o: PreprocessOptions) -> dict:
     d = dataclasses.asdict(o)
     d.pop("track", None)
+    d["mirror"] = bool(o.track.mirror)       # the one tracker setting the CLI exposes
     return d
 

@@ -137,7 +137,10 @@ def run(argv: list[str] | None = None) -> None:
         _report(e.one_line(), e.to_dict(), argv)
     except (KeyboardInterrupt, typer.Abort):
         what = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
-        err = Interrupted(f"{what}; no partial output was left", fix="rerun the command to finish")
+        if common.state().command == "train":       # its state was saved at the last step
+            err = Interrupted(f"{what}; training state saved", fix="rerun the same command with --resume to continue")
+        else:
+            err = Interrupted(f"{what}; no partial output was left", fix="rerun the command to finish")
         code = err.exit_code
         _report(err.one_line(), err.to_dict(), argv)
     except typer.TyperException as e:   # Typer's (vendored) click errors: bad option, missing argument
