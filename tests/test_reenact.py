@@ -1,4 +1,5 @@
-"""`echo-cli reenact` and `echo-cli bench` as a user runs them, on real media (short segments)."""
+"""`echo-cli reenact` and `echo-cli bench` as a user runs them, on real media (short segments),
+and the reference portrait taken from a video (shared by reenact and a video avatar)."""
 from __future__ import annotations
 
 import json
@@ -139,6 +140,10 @@ def test_video_reference_that_fades_in_takes_its_first_face(shared_data, tmp_pat
     r = cli("reenact", fade, drv, "-o", tmp_path / "o.mp4", "--max-frames", "5", "--size", "128")
     assert r.returncode == 0, r.stderr
     assert "no face in frame 0; the reference portrait is frame" in r.stderr
+    import re
+
+    frame = int(re.search(r"the reference portrait is frame (\d+)", r.stderr).group(1))
+    assert frame >= 10          # the end of the 0.5 s fade, not its first dim frame with a face
     r = cli("reenact", "--reference-frame", "0", fade, "-o", tmp_path / "p.mp4", "--max-frames", "5")
     assert r.returncode == 4 and last_line(r).startswith(f"error: {fade}: no face found in frame 0 of the video")
     assert not (tmp_path / "p.mp4").exists()
@@ -158,3 +163,20 @@ def test_slow_motion_driving_clip_is_rendered_at_60_fps(shared_data, tmp_path):
 
     info = probe(tmp_path / "o.mp4")
     assert info.fps == pytest.approx(60.0) and abs(info.n_frames - 30) <= 1      # not 120
+
+
+def test_avatar_video_whose_face_appears_late_renders(tmp_path):
+    """An avatar video black for its first 6 of 8 s: the portrait is the first frame with a
+    face (it failed: "no face found in 75% of the frames" from tracking the whole video)."""
+    from media_factory import dialogue_yaml, ffmpeg, need_shared, speech_clip, srt
+
+    from echo_cli.api.render import render
+
+    late = tmp_path / "late.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=black:size=512x512:rate=25:d=6", "-i", need_shared() / "clips" / "d12.mp4",
+           "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]", "-map", "[v]", "-t", "8",
+           "-c:v", "libx264", "-preset", "ultrafast", late)
+    wav = speech_clip(tmp_path / "talk.wav", seconds=2.0)
+    spec = dialogue_yaml(tmp_path / "d.yaml", video=late, audio=wav, transcript=srt(tmp_path / "t.srt"))
+    res = render(spec, overrides={"size": 128})
+    assert res["frames"] == 50

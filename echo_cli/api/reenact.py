@@ -126,10 +126,19 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
             raise UsageError("--reference-frame must be >= 0", fix="give a frame index like 0")
         last = k0 + int(opts.reference_search_s * fps)
         stride = max(1, int(round(0.2 * fps)))          # candidates 0.2 s apart while searching
-        img, track, first_err, seen = None, None, None, -1
-        for seen, fr in enumerate(iter_frames(driving, fps=fps, max_frames=last + 1)):
+        settle = int(round(2.0 * fps)) if last > k0 else 0
+        img, track, first_err, seen, found = None, None, None, -1, None
+        after: list = []            # (index, frame, brightness) while a fade-in may still be going on
+        for seen, fr in enumerate(iter_frames(driving, fps=fps, max_frames=last + settle + 1)):
             if seen < k0 or (seen - k0) % stride:
                 continue
+            if found is not None:                       # a face was found after k0: wait out the fade
+                if seen > found + settle:
+                    break
+                after.append((seen, fr, float(fr.mean())))
+                continue
+            if seen > last:
+                break
             try:
                 track, k = tracked(fr, driving, {"reference_frame": seen, "fps": float(fps)},
                                    f"frame {seen} of the video")
@@ -138,16 +147,34 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
                     raise
                 first_err = first_err or e
                 continue
-            img = fr
-            break
+            img, found = fr, seen
+            if seen == k0:
+                break
+            after.append((seen, fr, float(fr.mean())))
         if seen < k0:
             raise UsageError(f"the driving video has no frame {k0}", fix="give a smaller --reference-frame")
         if track is None:
             if last == k0:
                 raise first_err
-            raise InputError(f"no face in frames {k0}-{seen} ({(seen - k0) / fps:.1f} s) of the video, where the "
-                             "reference portrait is taken from", path=str(driving),
+            raise InputError(f"no face in frames {k0}-{min(seen, last)} ({(min(seen, last) - k0) / fps:.1f} s) of the "
+                             "video, where the reference portrait is taken from", path=str(driving),
                              fix="trim the video to start on the face, or give a reference image")
+        if after and after[0][2] < 0.9 * max(b for _, _, b in after):
+            # the first face MediaPipe finds in a fade-in is barely lit: take the first frame
+            # within 2 s that is as bright as the picture gets
+            peak = max(b for _, _, b in after)
+            for j, fr, b in after[1:]:
+                if b < 0.9 * peak:
+                    continue
+                try:
+                    track, k = tracked(fr, driving, {"reference_frame": j, "fps": float(fps)},
+                                       f"frame {j} of the video")
+                except InputError:
+                    continue
+                img, found = fr, j
+                break
+        del after
+        seen = found
         if seen != k0:
             logger.warning("%s: no face in frame %d; the reference portrait is frame %d (%.1f s in)",
                            driving, k0, seen, seen / fps)

@@ -338,6 +338,14 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         # read from the cache (on_disk): an hour's samples (230 MB) and "mid" rows (369 MB)
         # were the peak of long renders.
         wanted = {"whisper": False} if key.startswith("user") else avatar_features
+        if key == "avatar_ref" and spec.avatar.video:
+            # the portrait is the video's first frame with a face (api.reenact.load_reference,
+            # which also says when there is none): a face that shows up late is no error here
+            from echo_cli.preprocess.face import TrackSettings
+            from echo_cli.preprocess.pipeline import PreprocessOptions
+
+            wanted = {"options": PreprocessOptions(fps=settings.fps, transcript=tr, on_disk=True,
+                                                   track=TrackSettings(min_found=0.0), **wanted)}
         out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
                          on_disk=True, **wanted)
         if isinstance(out[key], dict):
