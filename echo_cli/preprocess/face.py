@@ -401,16 +401,15 @@ class RawTrack:
 
 
 class _CropPass:
-    """Second pass for small faces: FaceMesh on a square crop that follows the face."""
+    """Second pass for small faces: FaceMesh on a square crop that follows the face. It has no
+    mirror pass (TrackSettings.mirror): the crop follows the landmarks, and averaged ones moved
+    it enough to make MediaPipe collapse onto part of the face (s13.mp4, one frame 0.4 eye
+    distances off), where the direct track was steadier."""
 
     def __init__(self, settings: TrackSettings, static: bool):
         self.s = settings
         self.mesh = make_face_mesh(static, 1, settings.min_detection_confidence,
                                    settings.min_tracking_confidence)
-        # no mirror pass here: on small faces the crop follows the landmarks, and averaged
-        # landmarks moved the crop enough to make MediaPipe collapse onto part of the face
-        # (s13.mp4, one frame 0.4 eye distances off); the direct track was steadier
-        self.mirror_mesh = None
         self.detector = make_face_detector(1, 0.4)
         self.box: np.ndarray | None = None
 
@@ -439,10 +438,7 @@ class _CropPass:
             crop = crop_image(rgb, self.box, self.s.crop_size)
             faces = mesh_faces(self.mesh, crop)
             if faces:
-                lm = faces[0]
-                if self.mirror_mesh is not None:
-                    lm = mirror_average(lm, unmirror(mesh_faces(self.mirror_mesh, crop[:, ::-1]), crop.shape[1]))
-                return from_crop(lm, self.box, self.s.crop_size)
+                return from_crop(faces[0], self.box, self.s.crop_size)
             self.box = None        # lost: once more with a fresh detector box
         return None
 
@@ -454,14 +450,10 @@ class _CropPass:
 
     def reset(self):
         self.mesh.reset()
-        if self.mirror_mesh is not None:
-            self.mirror_mesh.reset()
         self.box = None
 
     def close(self):
         self.mesh.close()
-        if self.mirror_mesh is not None:
-            self.mirror_mesh.close()
         self.detector.close()
 
 
