@@ -312,6 +312,7 @@ def _n_samples(audio) -> int | None:
 def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     """Face tracks, audio features and transcripts of every input, at the output fps (cached)."""
     from echo_cli.model.audio_encoder import feature_request
+    from echo_cli.preprocess.face import TrackSettings
 
     pipeline = stage_module("preprocess")
     out: dict = {}
@@ -338,16 +339,11 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         # read from the cache (on_disk): an hour's samples (230 MB) and "mid" rows (369 MB)
         # were the peak of long renders.
         wanted = {"whisper": False} if key.startswith("user") else avatar_features
-        if key == "avatar_ref" and spec.avatar.video:
-            # the portrait is the video's first frame with a face (api.reenact.load_reference,
-            # which also says when there is none): a face that shows up late is no error here
-            from echo_cli.preprocess.face import TrackSettings
-            from echo_cli.preprocess.pipeline import PreprocessOptions
-
-            wanted = {"options": PreprocessOptions(fps=settings.fps, transcript=tr, on_disk=True,
-                                                   track=TrackSettings(min_found=0.0), **wanted)}
-        out[key] = _call(pipeline.preprocess_media, path, fps=settings.fps, cache=True, transcript_backend=tr,
-                         on_disk=True, **wanted)
+        # a video avatar's portrait is its first frame with a face (api.reenact.load_reference,
+        # which also says when there is none): a face that shows up late is no error here
+        track = TrackSettings(min_found=0.0) if key == "avatar_ref" and spec.avatar.video else TrackSettings()
+        opts = pipeline.PreprocessOptions(fps=settings.fps, transcript=tr, on_disk=True, track=track, **wanted)
+        out[key] = _call(pipeline.preprocess_media, path, cache=True, options=opts)
         if isinstance(out[key], dict):
             out[key]["path"] = str(path)
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))
