@@ -127,6 +127,9 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
         last = k0 + int(opts.reference_search_s * fps)
         stride = max(1, int(round(0.2 * fps)))          # candidates 0.2 s apart while searching
         settle = int(round(2.0 * fps)) if last > k0 else 0
+        def frame_track(j: int, fr: np.ndarray):
+            return tracked(fr, driving, {"reference_frame": j, "fps": float(fps)}, f"frame {j} of the video")
+
         img, track, first_err, seen, found = None, None, None, -1, None
         after: list = []            # (index, frame, brightness) while a fade-in may still be going on
         for seen, fr in enumerate(iter_frames(driving, fps=fps, max_frames=last + settle + 1)):
@@ -140,8 +143,7 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
             if seen > last:
                 break
             try:
-                track, k = tracked(fr, driving, {"reference_frame": seen, "fps": float(fps)},
-                                   f"frame {seen} of the video")
+                track, k = frame_track(seen, fr)
             except InputError as e:
                 if "no face" not in e.message:
                     raise
@@ -167,18 +169,16 @@ def load_reference(reference: str | Path | None, driving: str | Path, opts: Reen
                 if b < 0.9 * peak:
                     continue
                 try:
-                    track, k = tracked(fr, driving, {"reference_frame": j, "fps": float(fps)},
-                                       f"frame {j} of the video")
+                    track, k = frame_track(j, fr)
                 except InputError:
                     continue
                 img, found = fr, j
                 break
         del after
-        seen = found
-        if seen != k0:
+        if found != k0:
             logger.warning("%s: no face in frame %d; the reference portrait is frame %d (%.1f s in)",
-                           driving, k0, seen, seen / fps)
-        src = f"{driving}#frame{seen}"
+                           driving, k0, found, found / fps)
+        src = f"{driving}#frame{found}"
     else:
         if reference is None:
             raise UsageError("no reference image", fix="give REFERENCE or --reference-frame N")
