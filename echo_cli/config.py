@@ -17,7 +17,6 @@ PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 SEED_MAX = 2**31 - 1        # one bound for --seed, dialogue.yaml and manifest rows
 
 
-
 class RenderSettings(BaseModel):
     """Every knob a preset may set. Field comments are the documentation."""
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -24,7 +24,7 @@ from echo_cli.bench.common import BenchArgs, PeakMemory, markdown_table, report
 logger = log.get("echo_cli.bench.generate")
 
 SET_OPTIONS = {"threads": (int, 1, 256), "devices": (str, ("cpu,cuda", "cpu", "cuda", "cuda,cpu")),   # --set, checked by the CLI
-               "preset": (str,), "checkpoint": (str,)}     # --set, checked by the CLI
+               "preset": (str,), "checkpoint": (str,)}
 DEFAULT_CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "default.safetensors"
 
 

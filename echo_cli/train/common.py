@@ -245,54 +245,44 @@ def train_loop(model, loss_fn: Callable, cfg: LoopConfig, run: RunDir, dist_: Di
         keep_losses_until(run, start)
     t0 = time.time()
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, cfg.stop_after)
+    acc: dict[str, float] = {}
+    n_acc = 0
+    completed = start       # the last step whose update, log line and checkpoint are all done
     try:
-        _steps(net, model, opt, loss_fn, cfg, run, dist_, config, start, end, t0)
+        for step in range(start, end):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            tg, rng = step_generator(cfg.seed, step, dist_.rank)
+            losses = loss_fn(net, step, tg, rng)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if torch.isfinite(gn):
+                opt.step()
+            for k, v in losses.items():
+                acc[k] = acc.get(k, 0.0) + float(v.detach())
+            n_acc += 1
+            done = step + 1
+            if dist_.main and (done % cfg.log_every == 0 or done == end):
+                means = {k: v / n_acc for k, v in acc.items()}
+                append_losses(run, done, means)
+                LOG.info("step %d/%d  %s  (%.1f steps/s)", done, cfg.steps,
+                         " ".join(f"{k}={v:.4f}" for k, v in means.items()), (done - start) / (time.time() - t0))
+                acc, n_acc = {}, 0
+            if dist_.main and (done % cfg.ckpt_every == 0 or done == end):
+                save_state(run, model, opt, done, config)
+                plot_losses(run)
+            completed = done
     except KeyboardInterrupt:
         # SIGINT/SIGTERM (a preempted job): keep what was trained, so `--resume` goes on from
         # here (a signal inside an optimizer step can leave that one step half applied)
-        done = _LAST_DONE[0]
-        if dist_.main and done > start:
-            save_state(run, model, opt, done, config)
+        if dist_.main and completed > start:
+            save_state(run, model, opt, completed, config)
             plot_losses(run)
-            LOG.warning("stopped at step %d of %d; state saved: rerun with --resume to continue", done, cfg.steps)
+            LOG.warning("stopped at step %d of %d; state saved: rerun with --resume to continue", completed, cfg.steps)
         raise
     return {"steps": end, "start": start, "seconds": round(time.time() - t0, 1),
             "final": read_losses(run)[-1] if dist_.main and read_losses(run) else {}}
-
-
-_LAST_DONE = [0]        # the last step completed (optimizer stepped and logged), for an interrupt
-
-
-def _steps(net, model, opt, loss_fn, cfg, run, dist_, config, start: int, end: int, t0: float) -> None:
-    import torch
-
-    _LAST_DONE[0] = start
-    acc: dict[str, float] = {}
-    n_acc = 0
-    for step in range(start, end):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        tg, rng = step_generator(cfg.seed, step, dist_.rank)
-        losses = loss_fn(net, step, tg, rng)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if torch.isfinite(gn):
-            opt.step()
-        for k, v in losses.items():
-            acc[k] = acc.get(k, 0.0) + float(v.detach())
-        n_acc += 1
-        done = step + 1
-        if dist_.main and (done % cfg.log_every == 0 or done == end):
-            means = {k: v / n_acc for k, v in acc.items()}
-            append_losses(run, done, means)
-            LOG.info("step %d/%d  %s  (%.1f steps/s)", done, cfg.steps,
-                     " ".join(f"{k}={v:.4f}" for k, v in means.items()), (done - start) / (time.time() - t0))
-            acc, n_acc = {}, 0
-        if dist_.main and (done % cfg.ckpt_every == 0 or done == end):
-            save_state(run, model, opt, done, config)
-            plot_losses(run)
-        _LAST_DONE[0] = done
 
 
 def write_json(path: Path, data: dict) -> None:
