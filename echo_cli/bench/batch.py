@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from echo_cli import log
-from echo_cli.bench.common import BenchArgs, markdown_table, report, shared_data
+from echo_cli.bench.common import BenchArgs, machine_line, markdown_table, report, shared_data
 from echo_cli.errors import InputError
 
 logger = log.get("echo_cli.bench.batch")
@@ -112,8 +112,8 @@ def run(args: BenchArgs | None = None) -> dict:
     cols = [("workers", "workers"), ("jobs", "jobs"), ("done", "done"), ("wall_s", "wall s"),
             ("video_s", "video s"), ("videos_per_min", "videos/min"), ("real_time_factor", "real-time factor"),
             ("speedup", "speed-up"), ("mean_job_s", "mean job s")]
-    md = (f"Command: `echo-cli bench batch`\n\nWorkload: {n_jobs} jobs, {seconds:g} s of real speech each, draft preset, cold cache per run.\n\n"
-          + markdown_table(rows, cols))
+    md = (f"Command: `{args.command or 'echo-cli bench batch'}`\n\nWorkload: {n_jobs} jobs, {seconds:g} s of real speech each, draft preset, cold cache per run.\n\n"
+          + markdown_table(rows, cols) + "\n\n" + machine_line())
     return report("batch", args, rows, md, {"jobs": n_jobs, "seconds": seconds})
 
 

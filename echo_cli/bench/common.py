@@ -158,9 +158,18 @@ def machine() -> dict:
             "ffmpeg": ffv, "echo_cli": __version__, "git": _git_rev()}
 
 
+def machine_line(m: dict | None = None) -> str:
+    """One sentence for a bench's doc section: when, on what, how loaded (wall times move with load)."""
+    import datetime
+    m = m or machine()
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Run {when}: {m['cpu']}, {m['affinity']} cores, load {m['load_1min']} (1-min average at the end), "
+            f"ffmpeg {m['ffmpeg']}, git {m['git']}.")
+
+
 def _git_rev() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty=+changes"], capture_output=True,
                               text=True, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -119,7 +119,7 @@ def run(args: BenchArgs) -> dict:
             long_rows.append({"seconds": secs_len, "frames": total, "peak_mb": round(mem.peak_mb, 1)})
     cols = [("device", "device"), ("threads", "threads"), ("backend", "attention"), ("user_ctx", "user context"),
             ("frames", "frames"), ("seconds", "s"), ("fps", "frames/s"), ("cpu_fps", "frames per CPU-s")]
-    md = [f"Motion generation, preset `{args.extra.get('preset', 'default')}` (chunk {settings.chunk_frames}, "
+    md = [f"Command: `{args.command or 'echo-cli bench generate'}`", "", f"Motion generation, preset `{args.extra.get('preset', 'default')}` (chunk {settings.chunk_frames}, "
           f"T_prev {settings.t_prev}, overlap {settings.overlap}, {settings.steps} steps, CFG audio "
           f"{settings.cfg_audio} / user {settings.cfg_user}); model: {source}.", "",
           markdown_table(rows, cols)]
@@ -127,4 +127,6 @@ def run(args: BenchArgs) -> dict:
     if long_rows:
         md += ["", "Streamed generation, peak resident memory:", "",
                markdown_table(long_rows, [("seconds", "video seconds"), ("frames", "frames"), ("peak_mb", "peak MB")])]
+    from echo_cli.bench.common import machine_line
+    md += ["", machine_line()]
     return report("generate", args, rows, "\n".join(md), {"long": long_rows, "model": source, "skipped": skipped})
