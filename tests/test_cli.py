@@ -278,6 +278,21 @@ def test_dry_run_validates_real_dialogue_without_writing(tmp_path, shared_data):
     assert payload["output"] == str(out) and not out.exists()
 
 
+def test_mixing_both_voices_when_the_user_has_no_sound_is_said(tmp_path, shared_data):
+    """d13.mp4 has no audio track: `audio_mix: both` cannot mix a user voice, and says so."""
+    avatar = (f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, "
+              f"audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}}}\n")
+    user = f"user: {{video: {shared_data / 'clips' / 'd13.mp4'}}}\n"
+    voiced = (f"user: {{video: {shared_data / 'clips' / 'd3.mp4'}, "
+              f"audio: {shared_data / 'audio' / 'RD_Radio36_000.wav'}}}\n")
+    for text, warned in ((user, True), (voiced, False)):
+        y = tmp_path / "d.yaml"
+        y.write_text("version: 1\n" + avatar + text + "output: {path: o.mp4, audio_mix: both}\n")
+        r = cli("render", y, "--dry-run")
+        assert r.returncode == 0, r.stderr
+        assert ("audio_mix is 'both' but the user has no sound" in r.stderr) is warned, r.stderr
+
+
 def test_plain_progress_has_no_escape_codes(capsys):
     from echo_cli.cli import common
 

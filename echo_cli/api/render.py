@@ -211,6 +211,11 @@ def preflight(spec) -> dict:
         except InputError as e:
             raise InputError(e.message, path=where("transcript.path", spec.transcript.path), fix=e.fix) from None
     _check_turns_fit(spec, infos, src)
+    if (spec.output.audio_mix == "both" and spec.user is not None and not spec.user.audio
+            and not (infos.get("user_video") is not None and infos["user_video"].has_audio)):
+        logger.warning("%s: output.audio_mix is 'both' but the user has no sound (no user.audio, and %s has no "
+                       "audio track); the video carries the avatar's voice only (give user.audio to mix it in)",
+                       src or "dialogue", spec.user.video)
     clash = output_clash(spec)
     if clash is not None:
         raise OutputError(f"the output is also the input {clash}; rendering would overwrite it",
