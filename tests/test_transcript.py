@@ -204,6 +204,9 @@ def test_attach_text():
     ("words.json", json.dumps({"words": "oops"}), "list of"),
     ("untimed.json", json.dumps({"words": [{"text": "hi"}, {"text": "there"}]}), "start and end"),
     ("backwards.json", json.dumps({"words": [{"text": "hi", "start": 2.0, "end": 1.0}]}), "start must be"),
+    ("text_only.json", json.dumps({"text": "hello there"}), "no 'words' or 'segments'"),
+    ("untimed_segments.json", json.dumps({"segments": [{"text": "hello there"}]}), "no segment has"),
+    ("backwards_segment.json", json.dumps({"segments": [{"text": "hi", "start": 2.0, "end": 1.0}]}), "ends before"),
 ])
 def test_transcripts_that_would_be_silently_empty_are_errors(tmp_path, name, text, needle):
     """A file the user gave on purpose that yields no usable words is a mistake to report,
@@ -215,3 +218,16 @@ def test_transcripts_that_would_be_silently_empty_are_errors(tmp_path, name, tex
     assert needle in ei.value.message and ei.value.exit_code == 4
     p.with_suffix(".srt").write_text("")            # an empty file is an empty transcript
     assert TR.read_transcript(p.with_suffix(".srt")).words == []
+
+
+def test_whisper_json_without_word_timings_is_spread_over_its_segments(tmp_path):
+    """openai-whisper / faster-whisper JSON without word_timestamps: segments carry the times."""
+    p = tmp_path / "whisper.json"
+    p.write_text(json.dumps({"text": "Hello there, friend. Bye.", "language": "en", "segments": [
+        {"id": 0, "start": 0.5, "end": 2.0, "text": " Hello there, friend."},
+        {"id": 1, "start": 2.0, "end": 3.0, "text": " Bye.", "words": [{"word": " Bye.", "start": 2.1, "end": 2.6}]}]}))
+    t = TR.read_transcript(p)
+    assert [w.text for w in t.words] == ["Hello", "there,", "friend.", "Bye."]
+    assert t.words[0].start == 0.5 and t.words[2].end == 2.0 and (t.words[3].start, t.words[3].end) == (2.1, 2.6)
+    assert all(a.end <= b.start for a, b in zip(t.words, t.words[1:]))
+    assert t.notes and "spread" in t.notes[0]

@@ -296,7 +296,9 @@ def _read_cues(text: str) -> list[Word]:
 
 def read_transcript(path: str | Path) -> Transcript:
     """Read an SRT, WebVTT or JSON transcript. JSON: our Transcript format (docs/formats.md),
-    a WhisperX result ({"segments": [{"words": [...]}]}) or {"words": [{"text"|"word", "start", "end"}]}."""
+    a WhisperX result ({"segments": [{"words": [...]}]}), a Whisper result whose segments have no
+    word timings ({"segments": [{"text", "start", "end"}]}: words spread over each segment, as
+    for subtitle cues) or {"words": [{"text"|"word", "start", "end"}]}."""
     path = Path(path)
     if not path.is_file():
         raise InputError("transcript file not found", path=path, fix="check the path")
@@ -315,15 +317,30 @@ def read_transcript(path: str | Path) -> Transcript:
                 t = Transcript.from_dict(d)
                 return Transcript(words=t.words, language=t.language, method=t.method or "provided-json",
                                   notes=t.notes)
-            raw = d.get("words") if isinstance(d, dict) else d
+            raw, spread = (d.get("words") if isinstance(d, dict) else d), False
+            timed = lambda w: isinstance(w, Word) or ("start" in w and "end" in w)
             if raw is None and isinstance(d, dict):
-                raw = [w for s in d.get("segments", []) for w in s.get("words", [])]
-            if not isinstance(raw, list) or not all(isinstance(w, dict) for w in raw):
+                segments = d.get("segments")
+                if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+                    raise ValueError("no 'words' or 'segments' list in the file")
+                raw = []
+                for s in segments:      # a segment without word timings (Whisper's plain JSON): spread, as cues
+                    if s.get("words"):
+                        raw += s["words"]
+                    elif "start" in s and "end" in s:
+                        if float(s["end"]) < float(s["start"]):
+                            raise ValueError(f"segment '{str(s.get('text', '')).strip()}' ends before it starts")
+                        raw += _spread(str(s.get("text", "")), float(s["start"]), float(s["end"]))
+                        spread = True
+                if segments and not raw:
+                    raise ValueError("no segment has words or start and end seconds")
+            if not isinstance(raw, list) or not all(isinstance(w, (dict, Word)) for w in raw):
                 raise ValueError("'words' must be a list of {text, start, end} objects")
-            words = [Word(text=str(w.get("text", w.get("word", ""))).strip(), start=float(w["start"]),
+            words = [w if isinstance(w, Word) else
+                     Word(text=str(w.get("text", w.get("word", ""))).strip(), start=float(w["start"]),
                           end=float(w["end"]), speaker=w.get("speaker") if w.get("speaker") in ("avatar", "user") else None,
                           score=w.get("score", w.get("probability")))
-                     for w in raw if "start" in w and "end" in w]
+                     for w in raw if timed(w)]
             if raw and not words:
                 raise ValueError("no word has both start and end seconds")
             bad = next((w for w in words if not (0 <= w.start <= w.end)), None)
@@ -332,7 +349,9 @@ def read_transcript(path: str | Path) -> Transcript:
                                  "(start must be >= 0 and <= end)")
             return Transcript(words=_monotonic([w for w in words if w.text]),
                               language=d.get("language", "en") if isinstance(d, dict) else "en",
-                              method="provided-json")
+                              method="provided-json",
+                              notes=["segment timings from the file; word times spread evenly within each segment"]
+                              if spread else [])
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise InputError(f"cannot parse transcript: {e}", path=path,
                          fix="use SRT, WebVTT or JSON with words that have start and end seconds") from e
