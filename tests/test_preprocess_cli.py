@@ -263,6 +263,47 @@ def test_workers_leave_with_a_killed_parent(env, tmp_path):
     assert not alive, f"{len(alive)} workers outlived their parent"
 
 
+def test_interrupted_workers_stop_the_files_in_flight(env, tmp_path):
+    """SIGTERM to `preprocess --workers 2`: the files being processed are stopped, not run to
+    the end first (it used to wait for them, seconds to minutes for long videos): no cache
+    entry, no temp file, exit 130 with one line and no traceback from the workers."""
+    import signal
+    import time
+
+    import psutil
+
+    data = need_shared()
+    d = tmp_path / "long"
+    d.mkdir()
+    for name in ("d10", "d11"):        # ~75 s and ~45 s: minutes of face tracking each
+        _ffmpeg("-stream_loop", "4", "-i", data / "clips" / f"{name}.mp4", "-c", "copy", d / f"{name}x5.mp4")
+    cache = tmp_path / "cache"
+    e = dict(env, ECHO_CACHE_DIR=str(cache))
+    p = subprocess.Popen([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--workers", "2",
+                          "--transcript", "none"], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    busy: list = []
+    try:
+        deadline = time.monotonic() + 180
+        while len(busy) < 2 and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)        # a worker inside a job has its ffmpeg decoder running
+            busy = [w for w in psutil.Process(p.pid).children()
+                    if any("ffmpeg" in c.name() for c in w.children())]
+        assert len(busy) == 2, "the workers never started decoding"
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: terminated"), err
+    # (a short stage, the audio features, may have finished before the signal; the face track
+    # of a minute of video cannot have)
+    assert not list((cache / "preprocess").rglob("face/**/*.meta.json")), "a file in flight was run to the end"
+    assert not [f for f in cache.rglob(".*") if f.is_file()], "temp files left behind"
+    assert not [w for w in busy if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
 def test_bench_preprocess_face_record(shared_data):
     """`bench preprocess` (face part, quick) on real frames: the floor, 1 and 2 threads, CPU
     and wall per frame, the load, and the target verdict in the Markdown (no timing asserted)."""

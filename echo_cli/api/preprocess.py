@@ -180,9 +180,40 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="echo-parent-watch", daemon=True).start()
 
 
+_BUSY = False      # a pool worker is inside a job (its SIGTERM then unwinds it, temp files removed)
+
+
+def _worker_job(*job) -> dict:
+    global _BUSY
+    _BUSY = True
+    try:
+        return process_one(*job)
+    except KeyboardInterrupt:       # stopped by the parent (`_worker_stop`): the job has unwound,
+        os._exit(130)               # its temp files are gone; skip the slow interpreter teardown
+    finally:
+        _BUSY = False
+
+
+def _worker_stop(signum, frame) -> None:
+    """The parent stops its workers with SIGTERM when the run is interrupted: a busy worker
+    unwinds its job (KeyboardInterrupt; atomic writes remove their temp files), an idle one
+    leaves at once. (Python's default would print a traceback from the idle worker's queue.)"""
+    from echo_cli import cancel
+
+    if _BUSY:
+        cancel.request()        # also stops a job whose KeyboardInterrupt a C extension swallowed
+        raise KeyboardInterrupt
+    os._exit(130)
+
+
 def _worker_init(threads: int, parent: int | None = None, quiet: bool = False) -> None:
+    import signal
+
     if parent is not None:
         _exit_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent alone decides how the workers stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_stop)
     # what a library prints goes to stderr, never into the parent's stdout (one JSON object
     # under --json); a spawned process starts with default warning filters
     import sys
@@ -250,10 +281,11 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn: MediaPipe and ctranslate2 hold threads; forking them is unsafe
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init,
-                                 initargs=(threads, os.getpid(), not logger.isEnabledFor(logging.DEBUG))) as ex:
-            futs = {ex.submit(process_one, *j): j for j in jobs}
+                                 initargs=(threads, os.getpid(), not logger.isEnabledFor(logging.DEBUG)))
+        try:
+            futs = {ex.submit(_worker_job, *j): j for j in jobs}
             for f in as_completed(futs):
                 try:
                     rec = f.result()
@@ -264,6 +296,10 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
                 if on_item:
                     on_item(rec)
                 cancel.check()
+        except BaseException:
+            _stop_pool(ex)
+            raise
+        ex.shutdown(wait=True)
     records.sort(key=lambda r: r["path"])
     summary = {
         "folder": str(folder), "out": None if out is None else str(out),
@@ -281,6 +317,27 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
 
         write_text(Path(out) / "summary.json", json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def _stop_pool(ex, grace_s: float = 5.0) -> None:
+    """Interrupted: drop the queued files and stop the running ones now, rather than wait for
+    the files in flight to finish (seconds each). Workers get SIGTERM (see `_worker_stop`);
+    one still running after `grace_s` is killed."""
+    import signal
+
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for pr in procs:
+        try:
+            os.kill(pr.pid, signal.SIGTERM)
+        except (ProcessLookupError, TypeError):
+            pass
+    deadline = time.monotonic() + grace_s
+    for pr in procs:
+        while pr.is_alive() and time.monotonic() < deadline:    # join() may return early (EINTR)
+            pr.join(0.05)
+        if pr.is_alive():
+            pr.kill()
 
 
 def _options_json(o: PreprocessOptions) -> dict:
