@@ -466,6 +466,16 @@ def test_bench_set_options_are_checked(args, needle):
     assert needle in r.stderr
 
 
+def test_json_bench_names_its_command_like_every_command(tmp_path):
+    r = cli("--json", "bench", "generate", "--frames", "16", "--no-doc", "--history", tmp_path / "h.jsonl")
+    assert r.returncode == 0, r.stderr
+    payload = json.loads(r.stdout)
+    assert payload["ok"] and payload["command"] == "bench" and payload["target"] == "generate"
+    assert "bench generate --frames 16" in payload["command_line"]
+    history = json.loads((tmp_path / "h.jsonl").read_text().splitlines()[-1])
+    assert history["command"] == payload["command_line"]       # the history keeps its format
+
+
 def test_bench_doc_in_a_missing_folder_is_refused(tmp_path):
     r = cli("bench", "render", "--doc", tmp_path / "no" / "x.md", "--quick", "--frames", "2", "--sizes", "64")
     assert_one_line_error(r, 7)

@@ -73,7 +73,10 @@ def register(app: typer.Typer) -> None:
         record = module.run(args)
         rows = record.get("rows", [])
         human = "\n".join(str({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}) for r in rows)
-        emit(record, human=human or f"bench {target} done")
+        # "command" of a --json payload is the command's name, as for every other command; the
+        # record's full command line (the history file's "command") goes out as "command_line"
+        payload = {k: v for k, v in record.items() if k != "command"}
+        emit({**payload, "command_line": record.get("command")}, human=human or f"bench {target} done")
 
 
 def _set_options(target: str, known: dict | None, pairs: list[str]) -> dict:
