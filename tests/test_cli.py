@@ -276,6 +276,9 @@ def test_dry_run_validates_real_dialogue_without_writing(tmp_path, shared_data):
     payload = json.loads(r.stdout)
     assert payload["ok"] and payload["dry_run"] and payload["settings"]["fps"] == 30
     assert payload["output"] == str(out) and not out.exists()
+    r = cli("--json", "render", y, "--dry-run", "--output", tmp_path)      # a folder: the dialogue's name in it
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output"] == str(tmp_path / "real_dialogue.mp4")
 
 
 def test_mixing_both_voices_when_the_user_has_no_sound_is_said(tmp_path, shared_data):

@@ -530,9 +530,11 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         if output is not None:
             from echo_cli.dialogue import OUTPUT_SUFFIXES
 
+            if spec_path is not None and (Path(output).is_dir() or str(output).endswith(("/", os.sep))):
+                output = Path(output) / spec.output.path.name     # a folder: the dialogue's file name in it
             if Path(output).suffix.lower() not in OUTPUT_SUFFIXES:
                 raise UsageError(f"--output must end in .mp4 (or .m4v/.mov), got '{Path(output).name}'",
-                                 fix="name an .mp4 file")
+                                 fix="name an .mp4 file, or an existing folder to write into")
             upd["output"] = spec.output.model_copy(update={"path": Path(output).resolve()})
         if seed is not None:
             if not 0 <= int(seed) <= SEED_MAX:

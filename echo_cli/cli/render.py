@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     @app.command("render", epilog=EXAMPLE)
     def render(
         dialogue: Annotated[Path, typer.Argument(help="dialogue.yaml to render", show_default=False, metavar="DIALOGUE.yaml")],
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path)")] = None,
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path); an existing folder: output.path's file name in it")] = None,
         preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="draft | default | quality")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="sampling seed")] = None,
         checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="model .safetensors")] = None,
