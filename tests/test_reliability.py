@@ -54,7 +54,7 @@ CASES: list[Case] = [
     Case("mp4_no_video", "input", "avatar video that has only an audio stream", "one-line error: no picture", "4"),
     Case("audio_no_samples", "input", "avatar audio: WAV header with zero samples", "one-line error: no samples", "4"),
     Case("audio_corrupt", "input", "avatar audio: random bytes named .wav", "one-line error: not decodable", "4"),
-    Case("silent_track", "input", "avatar audio is digital silence", "renders a silent (listening) avatar", OK),
+    Case("silent_track", "input", "avatar audio is digital silence", "renders a silent (listening) avatar; warns that no speech was found", OK),
     Case("wav_8h_header", "input", "WAV header claiming 8 hours, 1 s of data", "renders the real 1 s; memory follows the data, not the header", OK),
     Case("video_1fps", "input", "user video at 1 fps", "resampled to the output fps; renders", OK),
     Case("video_120fps", "input", "user video at 120 fps", "resampled to the output fps; renders", OK),
@@ -312,6 +312,14 @@ def simple(tmp: Path, b: Base, **kw) -> Scenario:
     return Scenario(["render", str(d)], tmp / "out" / "out.mp4")
 
 
+def _says(s: Scenario, needle: str) -> Scenario:
+    """The scenario also warns (on stderr) with `needle`."""
+    def check(r):
+        assert needle in r.stderr, r.stderr
+    s.check = check
+    return s
+
+
 def _image(kind):
     def build(tmp, b):
         return simple(tmp, b, image=mf.image_variant(tmp / f"img_{kind}.{'jpg' if kind in ('8k', 'cmyk') else 'png'}", kind))
@@ -514,7 +522,8 @@ BUILDERS: dict[str, Callable[[Path, Base], Scenario]] = {
     "mp4_no_video": b_no_video,
     "audio_no_samples": lambda tmp, b: simple(tmp, b, audio=mf.empty_wav(tmp / "empty.wav")),
     "audio_corrupt": lambda tmp, b: simple(tmp, b, audio=mf.corrupt_audio(tmp / "noise.wav")),
-    "silent_track": lambda tmp, b: simple(tmp, b, audio=mf.silent_wav(tmp / "silence.wav", 2.0)),
+    "silent_track": lambda tmp, b: _says(simple(tmp, b, audio=mf.silent_wav(tmp / "silence.wav", 2.0)),
+                                         "no speech found in the avatar's audio"),
     "wav_8h_header": b_8h,
     "video_1fps": _user_video(lambda tmp: mf.face_clip(tmp / "u1.mp4", 3.0, r=1)),
     "video_120fps": _user_video(lambda tmp: mf.face_clip(tmp / "u120.mp4", 2.0, vf="minterpolate=fps=120:mi_mode=dup")),

@@ -354,7 +354,27 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))
     if "transcript_file" in infos:      # parsed (and checked) by preflight
         out["transcript_file"] = infos["transcript_file"]
+    _say_if_the_avatar_never_speaks(spec, out)
     return out
+
+
+def _say_if_the_avatar_never_speaks(spec, pre: dict) -> None:
+    """Digital silence (or no voice at all) as the avatar's audio renders a listening face,
+    which is right for a pure listener and a mistake when the wrong file was given: say so."""
+    import numpy as np
+
+    key = "avatar_audio" if "avatar_audio" in pre else "avatar_ref"
+    audio = pre[key].get("audio") if isinstance(pre.get(key), dict) else None
+    vad = getattr(audio, "vad", None)
+    if vad is None or len(vad) == 0 or np.any(np.asarray(vad)):
+        return
+    path = spec.avatar.audio or spec.avatar.video
+    if spec.user is None:
+        logger.warning("%s: no speech found in the avatar's audio, and there is no user: the video will show an "
+                       "idle face (check avatar.audio)", path)
+    else:
+        logger.warning("%s: no speech found in the avatar's audio: the avatar only listens (check avatar.audio "
+                       "if it should speak)", path)
 
 
 def audio_input_for(spec) -> str:
