@@ -296,6 +296,23 @@ def test_mixing_both_voices_when_the_user_has_no_sound_is_said(tmp_path, shared_
         assert ("audio_mix is 'both' but the user has no sound" in r.stderr) is warned, r.stderr
 
 
+def test_a_user_video_shorter_than_the_conversation_is_said(tmp_path, shared_data):
+    import imageio_ffmpeg
+
+    short = tmp_path / "short.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", shared_data / "clips" / "d3.mp4",
+                    "-t", "2", "-an", short], check=True)
+    for video, warned in ((short, True), (shared_data / "clips" / "d13.mp4", False)):   # 2 s / 11.7 s for 8 s
+        y = tmp_path / "d.yaml"
+        y.write_text("version: 1\n"
+                     f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, "
+                     f"audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}}}\n"
+                     f"user: {{video: {video}}}\noutput: {{path: o.mp4, layout: side-by-side}}\n")
+        r = cli("render", y, "--dry-run")
+        assert r.returncode == 0, r.stderr
+        assert ("the user video lasts 2.0 s of the conversation's 8.0 s" in r.stderr) is warned, r.stderr
+
+
 def test_plain_progress_has_no_escape_codes(capsys):
     from echo_cli.cli import common
 

@@ -211,6 +211,7 @@ def preflight(spec) -> dict:
         except InputError as e:
             raise InputError(e.message, path=where("transcript.path", spec.transcript.path), fix=e.fix) from None
     _check_turns_fit(spec, infos, src)
+    _say_if_the_user_video_ends_early(spec, infos, src)
     if (spec.output.audio_mix == "both" and spec.user is not None and not spec.user.audio
             and not (infos.get("user_video") is not None and infos["user_video"].has_audio)):
         logger.warning("%s: output.audio_mix is 'both' but the user has no sound (no user.audio, and %s has no "
@@ -227,6 +228,20 @@ def preflight(spec) -> dict:
 
 ABLATIONS = {"lpe", "hbcu", "lau"}      # paper components that can be switched off at inference
 TURN_SLACK_S = 0.5      # turns may overrun the audio by rounding, not by whole seconds
+
+
+def _say_if_the_user_video_ends_early(spec, infos: dict, src) -> None:
+    """A user video shorter than the conversation holds its last frame (side by side) and the
+    avatar reacts to a still face from there on; fine for a trailing second, worth a word
+    for more."""
+    uv = infos.get("user_video")
+    if uv is None or uv.is_image or not uv.duration:
+        return
+    length = max((i.duration or 0.0 for k, i in infos.items() if k in ("avatar_audio", "user_audio") and i is not None),
+                 default=0.0)
+    if length - uv.duration > TURN_SLACK_S:
+        logger.warning("%s: the user video lasts %.1f s of the conversation's %.1f s: its last frame is held for "
+                       "the rest (give a longer user.video to cover it)", spec.user.video, uv.duration, length)
 
 
 def _check_turns_fit(spec, infos: dict, src) -> None:
