@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from echo_cli.errors import SpecError, UsageError
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"     # package data: a wheel install has it too
 SEED_MAX = 2**31 - 1        # one bound for --seed, dialogue.yaml and manifest rows
 
 
