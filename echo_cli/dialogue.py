@@ -249,12 +249,23 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
     import yaml
 
     path = Path(path)
+    if path.is_dir():       # `echo-cli init DIR` writes DIR/dialogue.yaml: `render DIR` means that file
+        if not (path / "dialogue.yaml").is_file():
+            raise SpecError("this is a folder, and it has no dialogue.yaml", path=path,
+                            fix="give the dialogue file's path, or create one with `echo-cli init DIR`")
+        path = path / "dialogue.yaml"
     if not path.is_file():
         raise SpecError("dialogue file not found", path=path, fix="check the path, or create one with `echo-cli init DIR`")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            raise SpecError("not a dialogue file (binary content: a media file?)", path=path,
+                            fix="give the dialogue.yaml that names the media (avatar.image, avatar.audio, ...); "
+                                "`echo-cli init DIR` writes one") from e
         raise SpecError(f"cannot read dialogue file: {e}", path=path, fix="save it as UTF-8 text") from e
+    except OSError as e:
+        raise SpecError(f"cannot read dialogue file: {e}", path=path, fix="check its permissions") from e
     try:
         # compose = safe parse into nodes (with line numbers); construct with the safe loader
         root = yaml.compose(text, Loader=yaml.SafeLoader)

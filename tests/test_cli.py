@@ -313,6 +313,27 @@ def test_a_user_video_shorter_than_the_conversation_is_said(tmp_path, shared_dat
         assert ("the user video lasts 2.0 s of the conversation's 8.0 s" in r.stderr) is warned, r.stderr
 
 
+def test_render_reads_a_folders_dialogue_and_names_what_is_not_one(tmp_path, shared_data):
+    """`echo-cli init DIR` makes DIR/dialogue.yaml, so `render DIR` means it; a folder without
+    one, or a video given in its place, is named as such (not "not found" / a codec error)."""
+    d = tmp_path / "talk"
+    d.mkdir()
+    (d / "dialogue.yaml").write_text(
+        "version: 1\n"
+        f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}}}\n"
+        "output: {path: out/talk.mp4}\n")
+    r = cli("--json", "render", d, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output"] == str(d / "out" / "talk.mp4")
+    (tmp_path / "empty").mkdir()
+    r = cli("render", tmp_path / "empty")
+    assert_one_line_error(r, 3)
+    assert "is a folder" in r.stderr and "no dialogue.yaml" in r.stderr
+    r = cli("render", shared_data / "clips" / "d3.mp4")
+    assert_one_line_error(r, 3)
+    assert "not a dialogue file" in r.stderr and "codec" not in r.stderr
+
+
 def test_plain_progress_has_no_escape_codes(capsys):
     from echo_cli.cli import common
 

@@ -24,7 +24,7 @@ def common_state_json() -> bool:
 def register(app: typer.Typer) -> None:
     @app.command("render", epilog=EXAMPLE)
     def render(
-        dialogue: Annotated[Path, typer.Argument(help="dialogue.yaml to render", show_default=False, metavar="DIALOGUE.yaml")],
+        dialogue: Annotated[Path, typer.Argument(help="dialogue.yaml to render (or a folder holding one, as `echo-cli init DIR` makes)", show_default=False, metavar="DIALOGUE.yaml")],
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path); an existing folder: output.path's file name in it")] = None,
         preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="draft | default | quality")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="sampling seed")] = None,
@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
                              overrides=overrides, progress=progress, dry_run=dry_run, explain=explain,
                              ablate=tuple(ablate or ()))
         if dry_run:
-            human = f"ok: {dialogue} is valid; would write {res['output']} (preset {res['preset']})"
+            shown = dialogue / "dialogue.yaml" if dialogue.is_dir() else dialogue
+            human = f"ok: {shown} is valid; would write {res['output']} (preset {res['preset']})"
         else:
             human = f"wrote {res['output']} ({res.get('duration', 0):.2f} s, {res.get('frames', 0)} frames)"
         if explain and "explanation" in res:
