@@ -62,7 +62,8 @@ class TurnSpec(_Strict):
 
 class TranscriptSpec(_Strict):
     """Where word timings come from."""
-    source: Literal["auto", "whisperx", "faster-whisper", "file"] = "auto"   # auto: preprocess/transcript.py
+    # auto: preprocess/transcript.py; none: no speech recognition (the turns' text, if any, is all the LAU reads)
+    source: Literal["auto", "whisperx", "faster-whisper", "file", "none"] = "auto"
     path: Optional[Path] = Field(None, description="SRT, VTT or JSON transcript when source is `file`")
 
     @model_validator(mode="after")

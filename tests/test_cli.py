@@ -334,6 +334,26 @@ def test_render_reads_a_folders_dialogue_and_names_what_is_not_one(tmp_path, sha
     assert "not a dialogue file" in r.stderr and "codec" not in r.stderr
 
 
+def test_no_speech_recognition_when_nothing_would_read_its_words(tmp_path, shared_data):
+    """`transcript: {source: none}`, or turns that all carry their text: no Whisper pass (its
+    words would be thrown away); a turn without text still gets the recognised words."""
+    head = ("version: 1\n"
+            f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}}}\n"
+            "output: {path: o.mp4}\npreset: draft\n")
+    cases = [("transcript: {source: none}\n", False),
+             ("turns:\n  - {speaker: avatar, start: 0, end: 4, text: hello there}\n"
+              "  - {speaker: avatar, start: 4, end: 8, text: and goodbye}\n", False),
+             ("turns:\n  - {speaker: avatar, start: 0, end: 4, text: hello there}\n"
+              "  - {speaker: avatar, start: 4, end: 8}\n", True)]
+    for i, (extra, transcribed) in enumerate(cases):
+        cache = tmp_path / f"cache{i}"
+        y = tmp_path / f"d{i}.yaml"
+        y.write_text(head + extra)
+        r = cli("render", y, env={"ECHO_CACHE_DIR": str(cache)})
+        assert r.returncode == 0, r.stderr
+        assert bool(list(cache.rglob("transcript/**/*.meta.json"))) is transcribed, (extra, r.stderr)
+
+
 def test_plain_progress_has_no_escape_codes(capsys):
     from echo_cli.cli import common
 

@@ -336,7 +336,12 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
 
     pipeline = stage_module("preprocess")
     out: dict = {}
-    backend = None if spec.transcript.source == "file" else spec.transcript.source
+    backend = None if spec.transcript.source in ("file", "none") else spec.transcript.source
+    if backend is not None and spec.turns and all(t.text for t in spec.turns):
+        # the LAU reads the turns' own text and the turns are given: words from speech
+        # recognition would be computed and thrown away (seconds per minute of speech)
+        logger.info("every turn has its text: no speech recognition needed")
+        backend = None
     jobs = [("avatar_ref", spec.avatar.image or spec.avatar.video, None)]
     if spec.avatar.audio:
         jobs.append(("avatar_audio", spec.avatar.audio, backend))
