@@ -43,7 +43,8 @@ turns:
   - {speaker: avatar, start: 8.0, end: 12.0, text: "Of course, let me have a look for you.", emotion: calm and warm}
 
 transcript:
-  source: whisperx              # whisperx | faster-whisper | file (then set path: words.srt)
+  source: auto                  # auto | whisperx | faster-whisper | none | file (then set path: words.srt);
+                                # skipped when every turn has its text, as here
 
 output:
   path: out/dialogue.mp4
