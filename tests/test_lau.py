@@ -136,3 +136,8 @@ def test_emotion_track_and_explanation():
     assert np.allclose(emo[150], happy) and np.allclose(emo[-1], happy)
     text = format_explanation(explain(turns, emos))
     assert "turn 1" in text and emos[0].text in text and "[override]" in text
+
+    long = [Turn("avatar", 0.0, 8.0, "word " * 4000, emotion="very angry " * 300)]
+    _, emos = emotion_track(long, 200, 25.0)
+    lines = format_explanation(explain(long, emos)).splitlines()
+    assert max(map(len, lines)) < 250 and "…" in lines[1]     # one screen line, not 20 000 characters

@@ -40,13 +40,19 @@ def explain(turns: Sequence[Turn], emotions: Sequence, windows: Sequence | None 
     return res
 
 
+def _clip(text: str, n: int = 72) -> str:
+    """One screen line per turn: a long turn's text is cut (the --json payload keeps it whole)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1].rstrip() + "…"
+
+
 def format_explanation(ex: dict) -> str:
     lines = ["Avatar emotion per turn (LAU):"]
     if not ex["avatar_turns"]:
         lines.append("  (no avatar turns)")
     for t in ex["avatar_turns"]:
-        said = f' "{t["text"]}"' if t.get("text") else ""
-        lines.append(f'  turn {t["turn"]} {t["start"]:.1f}-{t["end"]:.1f} s{said}: {t["emotion"]} '
+        said = f' "{_clip(t["text"])}"' if t.get("text") else ""
+        lines.append(f'  turn {t["turn"]} {t["start"]:.1f}-{t["end"]:.1f} s{said}: {_clip(t["emotion"])} '
                      f'[{t["source"]}]')
     if "user_behaviour" in ex:
         lines.append("User behaviour (HBCU):")
