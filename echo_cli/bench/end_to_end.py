@@ -36,7 +36,9 @@ samples/real_dialogue.yaml), preset=NAME (default "default"), size=PX (or --size
 cache=both|cold|warm, seconds=S (loop the dialogue's real media to S seconds, built by
 bench/longform.py with a looped user video), user=video|audio, repeats=N (--help timings),
 layout=side-by-side|avatar (the sample's layout; "avatar" = the avatar alone, 512x512 at
-512 px, its own doc section "end-to-end-avatar").
+512 px, its own doc section "end-to-end-avatar"), transcript=auto|faster-whisper|whisperx|none
+(the dialogue's transcript source; "none" = no speech recognition, its own doc section
+with the suffix "-no-asr").
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ logger = log.get("echo_cli.bench.end_to_end")
 
 SET_OPTIONS = {"data": (str,), "spec": (str,), "preset": (str,), "size": (int, 64, 4096),      # --set, checked by the CLI
                "cache": (str, ("both", "cold", "warm")), "seconds": (float, 1.0, 86400.0), "user": (str, ("video", "audio")),
-               "repeats": (int, 1, 100), "layout": (str, ("side-by-side", "avatar")), "checkpoint": (str,)}
+               "repeats": (int, 1, 100), "layout": (str, ("side-by-side", "avatar")), "checkpoint": (str,),
+               "transcript": (str, ("auto", "faster-whisper", "whisperx", "none"))}
 
 # Stage -> functions whose (exclusive) time is charged to it: (module, attribute path).
 STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -313,9 +316,10 @@ def help_startup(repeats: int = 5) -> dict:
             "best_s": round(min(times), 3), "median_s": round(statistics.median(times), 3), "runs": len(times)}
 
 
-def default_spec(data: Path, work: Path, layout: str = "side-by-side") -> Path:
+def default_spec(data: Path, work: Path, layout: str = "side-by-side", transcript: str = "auto") -> Path:
     """samples/real_dialogue.yaml, with its media taken from `data` and its output in `work`
-    (layout "avatar": the avatar alone, e.g. 512x512, instead of user | avatar)."""
+    (layout "avatar": the avatar alone, e.g. 512x512, instead of user | avatar; transcript
+    "none": no speech recognition, the fastest cold render)."""
     import yaml
 
     from echo_cli.io_atomic import write_text
@@ -333,7 +337,7 @@ def default_spec(data: Path, work: Path, layout: str = "side-by-side") -> Path:
             "turns": [{"speaker": "avatar", "start": 0.0, "end": 0.9},
                       {"speaker": "avatar", "start": 1.5, "end": 4.4, "emotion": "calm"},
                       {"speaker": "avatar", "start": 4.8, "end": 8.0, "emotion": "friendly"}],
-            "transcript": {"source": "auto"},
+            "transcript": {"source": transcript},
             "output": {"path": str(work / "real_dialogue.mp4"), "audio_mix": "avatar", "layout": layout},
             "preset": "default", "seed": 7}
     path = work / "real_dialogue.yaml"
@@ -399,6 +403,7 @@ def run(args) -> dict:
     repeats = int(_opt(args, "repeats", 5))
     seconds = float(_opt(args, "seconds", 0) or 0)
     layout = _opt(args, "layout", "side-by-side")
+    asr = _opt(args, "transcript", None)        # None: the workload's own transcript source
     if layout not in ("side-by-side", "avatar"):
         from echo_cli.errors import UsageError
 
@@ -414,14 +419,15 @@ def run(args) -> dict:
 
             user = _opt(args, "user", "video")
             asked = _opt(args, "layout", None)          # None: build_dialogue's default for `user`
-            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset, layout=asked)
+            spec = build_dialogue(seconds / 60.0, work / "longform", data, user=user, preset=preset, layout=asked,
+                                  **({"transcript": asr} if asr else {}))
             workload = (f"{seconds:g} s looped real media (bench/longform.py, user {user}): portrait d12.jpg "
                         "speaking radio speech, user speech turns" + (" + looped clips/d3.mp4 face" if user == "video" else "")
-                        + (f", layout {asked}" if asked else ""))
+                        + (f", layout {asked}" if asked else "") + (f", transcript source {asr}" if asr else ""))
         else:
-            spec = default_spec(data, work, layout)
+            spec = default_spec(data, work, layout, asr or "auto")
             workload = ("samples/real_dialogue.yaml: portrait d12.jpg speaking RD_Radio34_002.wav (8 s), user "
-                        f"clips/d3.mp4 (real listening face), {layout}, transcript source auto")
+                        f"clips/d3.mp4 (real listening face), {layout}, transcript source {asr or 'auto'}")
         cache = work / "cache"
         from echo_cli.api.render import default_checkpoint
 
@@ -480,6 +486,8 @@ def run(args) -> dict:
     target = f"end-to-end-{seconds:g}s" if seconds and not _opt(args, "spec") else "end-to-end"
     if layout == "avatar" and not _opt(args, "spec"):
         target += "-avatar"
+    if asr == "none" and not _opt(args, "spec"):
+        target += "-no-asr"
     return report(target, args, rows, md, extra)
 
 
