@@ -100,6 +100,14 @@ def test_eval_bad_input_exits_with_one_line(env, tmp_path):
     assert r.returncode == 4 and "talking-heldout" in r.stderr
 
 
+def test_eval_refuses_a_still_image_and_never_prints_minus_zero(shared_data, env, tmp_path):
+    """A portrait has no motion to measure: it used to give a table of 0.000 / -0.000."""
+    r = cli("eval", shared_data / "portraits" / "s1.jpg", "--out", tmp_path / "ev", env=env)
+    assert r.returncode == 4 and "still image" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "ev").exists()
+    assert R._fmt(-0.00004) == "0.000" and R._fmt(-0.5) == "-0.500" and R._fmt(0.0) == "0.000"
+
+
 def test_baselines_separate_ceiling_from_floor(shared_data):
     """Short held-out segments: every directional metric ranks the real clip above the
     still-image floor; the shifted baseline's lag is found."""

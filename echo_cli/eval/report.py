@@ -113,7 +113,8 @@ def _fmt(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
+        text = f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
+        return text.lstrip("-") if float(text) == 0 else text       # no "-0.000"
     return str(v)
 
 

@@ -217,6 +217,12 @@ def evaluate_file(video: str | Path, *, ref: str | Path | None = None, user: str
                   audio: str | Path | None = None, turns: str | Path | None = None,
                   opts: EvalOptions = EvalOptions()) -> tuple[dict, ME.Measurement, np.ndarray | None, list[Turn]]:
     """Measure and evaluate files; returns (result, measurement, wave used, turns)."""
+    if Path(video).is_file():
+        from echo_cli.media.probe import probe
+
+        if probe(video).is_image:   # one frame: every motion, sync and jitter figure would be empty
+            raise InputError("a still image: nothing moves in it to evaluate", path=video,
+                             fix="give a video (a render or a real clip)")
     m = ME.measure_video(video)
     r = ME.measure_video(ref) if ref else None
     u = ME.measure_video(user) if user else None
