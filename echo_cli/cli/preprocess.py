@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
             summary = preprocess_folder(folder, out=out, workers=workers, recursive=recursive, overlay=overlay,
                                         options=opts, cache=not no_cache, on_item=on_item)
         n_fail = len(summary["failed"])
-        human = (f"preprocessed {summary['total']} files: {len(summary['done'])} done, "
+        human = (f"preprocessed {summary['total']} file{'' if summary['total'] == 1 else 's'}: {len(summary['done'])} done, "
                  f"{len(summary['cached'])} cached, {n_fail} failed ({summary['seconds']:.1f} s)"
                  + (f"; results in {out}" if out else ""))
         if not n_fail:
