@@ -211,12 +211,8 @@ def preflight(spec) -> dict:
         except InputError as e:
             raise InputError(e.message, path=where("transcript.path", spec.transcript.path), fix=e.fix) from None
     _check_turns_fit(spec, infos, src)
-    _say_if_the_user_video_ends_early(spec, infos, src)
-    if (spec.output.audio_mix == "both" and spec.user is not None and not spec.user.audio
-            and not (infos.get("user_video") is not None and infos["user_video"].has_audio)):
-        logger.warning("%s: output.audio_mix is 'both' but the user has no sound (no user.audio, and %s has no "
-                       "audio track); the video carries the avatar's voice only (give user.audio to mix it in)",
-                       src or "dialogue", spec.user.video)
+    _say_if_the_user_video_ends_early(spec, infos)
+    _say_if_the_mix_has_no_user_voice(spec, infos, src)
     clash = output_clash(spec)
     if clash is not None:
         raise OutputError(f"the output is also the input {clash}; rendering would overwrite it",
@@ -230,7 +226,19 @@ ABLATIONS = {"lpe", "hbcu", "lau"}      # paper components that can be switched 
 TURN_SLACK_S = 0.5      # turns may overrun the audio by rounding, not by whole seconds
 
 
-def _say_if_the_user_video_ends_early(spec, infos: dict, src) -> None:
+def _say_if_the_mix_has_no_user_voice(spec, infos: dict, src) -> None:
+    """`audio_mix: both` with a user who makes no sound mixes nothing in: not an error (the
+    avatar's voice is still right), but not what the file asked for either."""
+    if spec.output.audio_mix != "both" or spec.user is None or spec.user.audio:
+        return
+    if infos.get("user_video") is not None and infos["user_video"].has_audio:
+        return
+    logger.warning("%s: output.audio_mix is 'both' but the user has no sound (no user.audio, and %s has no "
+                   "audio track); the video carries the avatar's voice only (give user.audio to mix it in)",
+                   src or "dialogue", spec.user.video)
+
+
+def _say_if_the_user_video_ends_early(spec, infos: dict) -> None:
     """A user video shorter than the conversation holds its last frame (side by side) and the
     avatar reacts to a still face from there on; fine for a trailing second, worth a word
     for more."""
