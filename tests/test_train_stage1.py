@@ -183,6 +183,26 @@ def test_real_clip_builds_aligned_tensors_and_trains(tmp_path):
     assert Path(s["model"]).is_file()
 
 
+@pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data is absent (set ECHO_SHARED_DATA)")
+def test_own_folder_of_talking_videos_trains(tmp_path):
+    """`echo-cli train --stage 1 MY_CLIPS`: any folder of talking-head videos, one speaker per
+    sub-folder (or per top-level file); videos without sound are skipped, not trained on."""
+    from echo_cli.train.data import speech_clips
+
+    data = shared_data_dir()
+    own = tmp_path / "own"
+    (own / "alice").mkdir(parents=True)
+    (own / "alice" / "take1.mp4").symlink_to(data / "talking" / "grid_lrwp9a.mp4")
+    (own / "bob.mp4").symlink_to(data / "talking" / "grid_pwij3p.mp4")
+    (own / "mute.mp4").symlink_to(data / "clips" / "d13.mp4")          # no audio track
+    assert speech_clips(own) == {"alice/take1.mp4": "alice", "bob.mp4": "bob"}
+    assert speech_clips(data) is SPEECH_CLIPS
+    s = stage1.run(data=own, out=tmp_path / "run", config=stage1.Stage1Config(preset="micro", batch=2, window=32),
+                   loop=_loop(2))
+    meta = json.loads(Path(s["model"]).with_suffix(".json").read_text())["training"]
+    assert meta["data"]["train"] == ["bob", "take1"] and meta["data"]["source"] == str(own.resolve())
+
+
 def test_shift_clip_re_pairs_audio_and_video():
     from echo_cli.train.data import shift_clip
 

@@ -243,6 +243,37 @@ def _from_npz(z, name: str, speaker: str) -> ClipData:
                     neutral=z["neutral"] if "neutral" in z else None)
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+
+
+def speech_clips(data_dir: Path) -> dict[str, str]:
+    """Training clips under data_dir: relative path -> speaker id.
+
+    ../shared/data (or a copy laid out like it): SPEECH_CLIPS, the clips whose sound is the
+    face's own speech (its README says which). Any other folder, e.g. your own talking-head
+    recordings: every video under it with an audio track; the speaker is the clip's first
+    sub-folder (DATA/alice/*.mp4 -> "alice", so one person's clips share an id and the
+    speaker-wise CV never sees them on both sides) or, for a file at the top, its name."""
+    if any((data_dir / rel).is_file() for rel in SPEECH_CLIPS):
+        return SPEECH_CLIPS
+    from echo_cli.media.probe import probe
+
+    found: dict[str, str] = {}
+    for p in sorted(data_dir.rglob("*")):
+        if p.suffix.lower() not in VIDEO_SUFFIXES or not p.is_file() or p.name.startswith("."):
+            continue
+        rel = p.relative_to(data_dir)
+        try:
+            if not probe(p).has_audio:
+                LOG.warning("%s: no audio track, not a talking clip to learn lip sync from: skipped", rel)
+                continue
+        except InputError as e:
+            LOG.warning("%s: skipped (%s)", rel, e.message)
+            continue
+        found[rel.as_posix()] = rel.parts[0] if len(rel.parts) > 1 else p.stem
+    return found
+
+
 def load_clips(data_dir: Path | None = None, names: list[str] | None = None, space=None,
                use_cache: bool = True) -> list[ClipData]:
     """Process (or load from cache) the speech clips; `names` filters by clip stem."""
@@ -254,7 +285,7 @@ def load_clips(data_dir: Path | None = None, names: list[str] | None = None, spa
         from echo_cli.motion.space import default_space
         space = default_space()
     out, missing = [], []
-    for rel, spk in SPEECH_CLIPS.items():
+    for rel, spk in speech_clips(data_dir).items():
         p = data_dir / rel
         if names and p.stem not in names:
             continue

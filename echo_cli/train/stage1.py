@@ -368,8 +368,8 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
 
                 raise InputError(f"no training clips found ({len(all_clips)} held-out only)" if all_clips
                                  else "no training clips found", path=data or D.shared_data_dir(),
-                                 fix="pass ../shared/data (stage 1 reads its talking/ clips and clips/d*.mp4 "
-                                     "listed in train/data.py) or a folder laid out like it")
+                                 fix="pass ../shared/data, or a folder of talking-head videos with their own "
+                                     "speech (DATA/<speaker>/*.mp4, or DATA/*.mp4 one speaker each)")
         except BaseException:
             if fresh:
                 run_dir.discard_if_empty()
@@ -403,7 +403,8 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     meta = {"stage": 1, "stage1": asdict(cfg), "seed": loop.seed, "ridge_prior": ridge_info,
             "data": {"train": sorted({c.name for c in train}), "held_out": sorted({c.name for c in val}),
                      "audio_only": sorted({c.name for c in audio_only}),
-                     "fps": FPS, "source": "../shared/data (see its README for licences and attribution)"}}
+                     "fps": FPS, "source": str(Path(data).resolve()) if data is not None and clips is None
+                     else "../shared/data (see its README for licences and attribution)"}}
     LOG.info("stage 1: %d training clips (%d frames), %d audio-only, held out: %s", len(batcher.items),
              sum(c.n_frames for c in batcher.items), len(batcher.ao), meta["data"]["held_out"])
     result = common.train_loop(model, make_loss_fn(batcher, cfg, dist_.device), loop, run_dir, dist_,
