@@ -146,6 +146,10 @@ def test_no_training_clips_and_a_full_disk_are_typed_errors(tmp_path, monkeypatc
                         "--out", str(tmp_path / "run"), "--steps", "2"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 4 and "no training clips found" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "train", "--stage", "2", str(tmp_path / "data"),
+                        "--out", str(tmp_path / "run2"), "--steps", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 4 and "listening clips" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run2").exists()
 
     def full(*a, **kw):
         raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

@@ -340,13 +340,16 @@ def load_dyadic_clips(data_dir: Path | None = None, space=None, audio_input: str
     if space is None:
         from echo_cli.motion.space import default_space
         space = default_space()
+    wanted = [rel for rel in SILENT_CLIPS if not silent_names or Path(rel).stem in silent_names]
+    if wanted and not any((data_dir / rel).is_file() for rel in wanted):
+        raise InputError("none of stage 2's listening clips is here (it builds conversations from the silent, "
+                         f"reacting faces of ../shared/data: {', '.join(wanted[:3])}, ...)", path=data_dir,
+                         fix="pass ../shared/data (or set ECHO_SHARED_DATA); stage 1 trains on a folder of your own")
     speech = [prepare_speech(c, space, audio_input, data_dir)
               for c in D.load_clips(data_dir, names=speech_names, space=space, use_cache=use_cache)]
     silent = []
-    for rel in SILENT_CLIPS:
+    for rel in wanted:
         p = data_dir / rel
-        if silent_names and p.stem not in silent_names:
-            continue
         if not p.is_file():
             LOG.warning("missing dyadic clip %s", p)
             continue

@@ -177,6 +177,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
     if steps is not None:
         loop = replace(loop, steps=int(steps))
     loop = replace(loop, seed=int(seed))
+    fresh = not Path(out).exists()
     run_dir = common.RunDir(out)
     dist_ = common.Dist()
 
@@ -195,7 +196,12 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
         from echo_cli.motion.space import default_space
         space = default_space()
     if clips is None:
-        speech, silent = Y.load_dyadic_clips(data, space, gen.cfg.audio_input)
+        try:
+            speech, silent = Y.load_dyadic_clips(data, space, gen.cfg.audio_input)
+        except BaseException:
+            if fresh:           # nothing written yet: no empty run folder left behind
+                run_dir.discard_if_empty()
+            raise
         (tr_sp, tr_si), (ho_sp, ho_si) = Y.split_pairs(speech, silent)
     else:
         (tr_sp, tr_si), (ho_sp, ho_si) = clips, ([], [])
