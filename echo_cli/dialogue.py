@@ -241,6 +241,14 @@ def _spec_error(path: Path, root, err: dict) -> SpecError:
     return SpecError(message, path=where, fix=fix)
 
 
+def yaml_fix(problem: str, default: str) -> str:
+    """The fix for a YAML parse error; a tab is the common one, and the parser's words for
+    it ("found character '\\t' that cannot start any token") do not say what to do."""
+    if "'\\t'" in problem:
+        return "indent with spaces: YAML does not allow tabs for indentation"
+    return default
+
+
 def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec:
     """Read and validate a dialogue.yaml; relative paths become absolute (from the YAML's folder).
 
@@ -275,7 +283,8 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"not valid YAML: {problem}", path=where, fix="fix the YAML syntax (indentation, colons, quotes)") from e
+        raise SpecError(f"not valid YAML: {problem}", path=where,
+                        fix=yaml_fix(problem, "fix the YAML syntax (indentation, colons, quotes)")) from e
     if not isinstance(data, dict):
         raise SpecError("a dialogue file must be a YAML mapping (key: value lines)", path=f"{path}:1",
                         fix="start from `echo-cli init DIR`")

@@ -100,6 +100,14 @@ def test_bad_yaml_exits_with_one_line_and_writes_nothing(spec_dir, text, code, w
     assert len(r.stdout.strip().splitlines()) == 1
 
 
+def test_tab_indentation_gets_a_fix_that_says_so(spec_dir):
+    y = spec_dir / "d.yaml"
+    y.write_text(GOOD.replace("  image:", "\timage:"))
+    r = cli("render", y)
+    assert_one_line_error(r, 3)
+    assert "d.yaml:3" in r.stderr and "indent with spaces" in r.stderr
+
+
 def test_usage_errors_exit_2(spec_dir):
     y = spec_dir / "d.yaml"
     y.write_text(GOOD)

@@ -142,8 +142,10 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        from echo_cli.dialogue import yaml_fix
+
         raise SpecError(f"manifest is not valid YAML{where}: {problem}", path=path,
-                        fix="fix the YAML syntax (check indentation and quoting)") from e
+                        fix=yaml_fix(problem, "fix the YAML syntax (check indentation and quoting)")) from e
     except RecursionError as e:
         raise SpecError("manifest YAML is nested too deeply", path=path, fix="flatten the YAML") from e
     defaults: dict = {}
