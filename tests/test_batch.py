@@ -468,6 +468,32 @@ def real_manifest(tmp: Path, n: int, extra_rows: list[dict] = ()) -> Path:
     return m
 
 
+def test_inline_rows_with_a_transcript_file_or_none_run_no_speech_recognition(tmp_path):
+    """Inline rows (no dialogue.yaml) with `transcript: none` or a words file: both render, and
+    no Whisper pass runs (a farm with scripts); a row without it transcribes its audio."""
+    real_manifest(tmp_path, 0)                              # the shared audio clips + SRT
+    data = mf.need_shared()
+    portrait = str(data / "portraits" / "s1.jpg")
+    rows = [{"id": "none", "reference": portrait, "audio": "audio/clip0.wav", "transcript": "none",
+             "output": "out/none.mp4", "preset": "draft"},
+            {"id": "srt", "reference": portrait, "audio": "audio/clip1.wav", "transcript": "audio/words.srt",
+             "output": "out/srt.mp4", "preset": "draft"}]
+    m = tmp_path / "inline.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = cli_batch(m)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert (tmp_path / "out" / "none.mp4").is_file() and (tmp_path / "out" / "srt.mp4").is_file()
+    assert not list((tmp_path / "cache").rglob("transcript/**/*.meta.json")), "a Whisper pass ran"
+    rows.append({"id": "asr", "reference": portrait, "audio": "audio/clip0.wav", "output": "out/asr.mp4",
+                 "preset": "draft"})
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = cli_batch(m)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert list((tmp_path / "cache").rglob("transcript/**/*.meta.json"))
+
+
 def bad_dialogue_row(tmp: Path, rid: str, image: Path, audio: Path) -> dict:
     (tmp / "dialogues").mkdir(exist_ok=True)
     d = mf.dialogue_yaml(tmp / "dialogues" / f"{rid}.yaml", image=image, audio=audio,

@@ -45,6 +45,27 @@ def test_yaml_list_and_mapping_with_defaults(folder):
     assert one.output == (folder / "out" / "one.mp4").resolve()
 
 
+def test_inline_rows_name_their_transcript(folder):
+    """`transcript:` of an inline row: a source name (part of the job's settings) or a words
+    file (an input: its content is part of the job's hash); not beside a dialogue."""
+    (folder / "media" / "w.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
+    (folder / "d.yaml").write_text("x")
+    (folder / "m.csv").write_text(
+        "id,reference,audio,transcript,dialogue\n"
+        "a,media/a.png,media/a.wav,none,\n"
+        "b,media/a.png,media/a.wav,media/w.srt,\n"
+        "c,media/a.png,media/a.wav,,\n"
+        "d,media/a.png,media/a.wav,words.txt,\n"
+        "e,,,none,d.yaml\n")
+    m = load_manifest(folder / "m.csv", check_files=False)
+    a, b, c = m.jobs
+    assert a.transcript == "none" and a.settings_dict()["transcript"] == "none"
+    assert b.transcript is None and b.inputs["transcript"] == (folder / "media" / "w.srt").resolve()
+    assert c.transcript is None and "transcript" not in c.settings_dict() and "transcript" not in c.inputs
+    lines = {p.line: p.message for p in m.invalid}
+    assert set(lines) == {5, 6} and "words.txt" in lines[5] and "inline rows" in lines[6]
+
+
 def test_csv_with_settings_columns_and_line_numbers(folder):
     (folder / "m.csv").write_text(
         "id,reference,audio,user_video,output,preset,fps,steps\n"

@@ -96,8 +96,10 @@ def stage_module(stage: str):
 # 1-2. spec and settings
 # ---------------------------------------------------------------------------------------
 def load_spec(spec_path: str | Path | None, *, reference=None, audio=None, user_video=None,
-              user_audio=None, output=None):
-    """A DialogueSpec from a YAML file, or an inline one built from media paths (batch)."""
+              user_audio=None, output=None, transcript=None):
+    """A DialogueSpec from a YAML file, or an inline one built from media paths (batch).
+    transcript (inline only): a source name (auto, whisperx, faster-whisper, none) or a
+    transcript file's path."""
     from echo_cli.dialogue import DialogueSpec, load_dialogue
 
     if spec_path is not None:
@@ -112,6 +114,9 @@ def load_spec(spec_path: str | Path | None, *, reference=None, audio=None, user_
     data = {"version": 1, "avatar": avatar, "output": {"path": Path(output).resolve()}}
     if user:
         data["user"] = user
+    if transcript:
+        data["transcript"] = ({"source": transcript} if str(transcript) in ("auto", "whisperx", "faster-whisper", "none")
+                              else {"source": "file", "path": Path(transcript).resolve()})
     for field, p in [("avatar.audio", avatar["audio"]), ("avatar.reference", ref), *[(f"user.{k}", v) for k, v in user.items()]]:
         if not p.is_file():
             raise InputError(f"{field}: file not found", path=p, fix="check the path")
@@ -537,7 +542,7 @@ def _ends_cancellation(fn):
 @_ends_cancellation
 def render(spec_path: str | Path | None = None, *, output: str | Path | None = None, preset: str | None = None,
            seed: int | None = None, checkpoint: str | Path | None = None, overrides: dict | None = None,
-           reference=None, audio=None, user_video=None, user_audio=None,
+           reference=None, audio=None, user_video=None, user_audio=None, transcript=None,
            progress: Callable | None = None, dry_run: bool = False, explain: bool = False,
            ablate: tuple[str, ...] = ()) -> dict:
     """Render one dialogue. Returns {output, duration, frames, fps, settings, timings, ...}.
@@ -545,7 +550,9 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     overrides: RenderSettings keys from CLI flags (None values ignored). dry_run stops after
     preflight (validates everything, writes nothing). explain: add the LAU turn emotions and
     HBCU behaviour summaries used to the result ("explanation"). ablate: paper components to
-    switch off at inference ("lpe", "hbcu", "lau") for ablation studies.
+    switch off at inference ("lpe", "hbcu", "lau") for ablation studies. Without spec_path,
+    the inputs are given inline (reference, audio, user_video, user_audio, transcript: see
+    load_spec), as batch manifests do.
     """
     timings: dict[str, float] = {}
     if overrides is not None and not isinstance(overrides, dict):
@@ -573,7 +580,7 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
 
     with timed("spec"):
         spec = load_spec(spec_path, reference=reference, audio=audio, user_video=user_video,
-                         user_audio=user_audio, output=output)
+                         user_audio=user_audio, output=output, transcript=transcript)
         upd: dict[str, Any] = {}
         if output is not None:
             from echo_cli.dialogue import OUTPUT_SUFFIXES

@@ -233,7 +233,7 @@ def render_job(job: Job) -> dict | None:
         else:
             res = render(None, reference=job.inputs["reference"], audio=job.inputs["audio"],
                          user_video=job.inputs.get("user_video"), user_audio=job.inputs.get("user_audio"),
-                         **kwargs)
+                         transcript=job.inputs.get("transcript") or job.transcript, **kwargs)
         if not staged.is_file():
             raise OutputError("the renderer returned without writing the output", path=job.output,
                               fix="this is a bug: report it with --verbose output")

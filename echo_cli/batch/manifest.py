@@ -1,7 +1,7 @@
 """Batch manifests: YAML, CSV or JSON Lines, one render job per row.
 
 A row either names a dialogue.yaml (`dialogue: talks/a.yaml`) or carries the inputs inline
-(`reference`, `audio`, optional `user_video` / `user_audio`, `output`, `preset`, `seed` and
+(`reference`, `audio`, optional `user_video` / `user_audio` / `transcript`, `output`, `preset`, `seed` and
 any render setting such as `fps`, `size`, `steps` as a preset override). Paths are relative
 to the manifest's folder. The whole manifest is validated before any work starts and every
 bad row is reported with its line number, so a farm never burns an hour before tripping on
@@ -32,6 +32,7 @@ from echo_cli.errors import EchoError, SpecError
 
 MANIFEST_VERSION = 1
 INPUT_FIELDS = ("reference", "audio", "user_video", "user_audio")
+TRANSCRIPT_SOURCES = ("auto", "whisperx", "faster-whisper", "none")   # an inline row's `transcript:` words
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _ID_RE = re.compile(r"[^\w.-]+")      # letters of any script stay (日本 and 中国 are two jobs)
 
@@ -50,12 +51,14 @@ class ManifestRow(BaseModel):
     audio: str | None = Field(None, description="avatar speech (wav/mp3/... or a video's audio track)")
     user_video: str | None = Field(None, description="the user's video (listening context), optional")
     user_audio: str | None = Field(None, description="the user's audio, optional")
+    transcript: str | None = Field(None, description="auto | whisperx | faster-whisper | none, or an .srt/.vtt/.json "
+                                                     "file of the avatar's words (inline rows)")
     output: str | None = Field(None, description="output .mp4; default <output-dir>/<id>.mp4")
     preset: str | None = Field(None, description="preset name (draft, default, quality, ...)")
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="sampling seed")
     overrides: dict[str, Any] = Field(default_factory=dict, description="render settings over the preset")
 
-    @field_validator("id", "dialogue", "reference", "audio", "user_video", "user_audio", "output", "preset")
+    @field_validator("id", "dialogue", "reference", "audio", "user_video", "user_audio", "transcript", "output", "preset")
     @classmethod
     def _no_empty(cls, v: str | None) -> str | None:
         if v is not None and "\x00" in v:
@@ -67,6 +70,8 @@ class ManifestRow(BaseModel):
             raise ValueError("a row needs either 'dialogue' or both 'reference' and 'audio'")
         if self.dialogue is not None and (self.reference or self.audio or self.user_video or self.user_audio):
             raise ValueError("give either 'dialogue' or inline inputs, not both")
+        if self.dialogue is not None and self.transcript:
+            raise ValueError("'transcript' is for inline rows; a dialogue.yaml sets its own (transcript: source:)")
         unknown = sorted(set(self.overrides) - set(SETTING_KEYS))
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; known: {', '.join(SETTING_KEYS)}")
@@ -84,17 +89,21 @@ class Job:
     preset: str | None = None
     seed: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    transcript: str | None = None   # an inline row's transcript source (a file is inputs["transcript"])
 
     def settings_dict(self) -> dict:
         """The part of the job (other than file contents) that changes the rendered video."""
-        return {"preset": self.preset, "seed": self.seed, "overrides": dict(sorted(self.overrides.items())),
-                "kind": "dialogue" if self.dialogue else "inline"}
+        d = {"preset": self.preset, "seed": self.seed, "overrides": dict(sorted(self.overrides.items())),
+             "kind": "dialogue" if self.dialogue else "inline"}
+        if self.transcript:             # absent when unset: older jobs keep their keys (nothing re-renders)
+            d["transcript"] = self.transcript
+        return d
 
     def to_dict(self) -> dict:
         return {"id": self.id, "index": self.index, "line": self.line, "output": str(self.output),
                 "dialogue": str(self.dialogue) if self.dialogue else None,
                 "inputs": {k: str(v) for k, v in self.inputs.items()}, "preset": self.preset,
-                "seed": self.seed, "overrides": dict(self.overrides)}
+                "seed": self.seed, "overrides": dict(self.overrides), "transcript": self.transcript}
 
 
 @dataclass(frozen=True)
@@ -413,6 +422,14 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 value = getattr(row, name)
                 if value:
                     inputs[name] = _resolve(value, base, root, allow_outside, name, check_files)
+            source = None
+            if row.transcript in TRANSCRIPT_SOURCES:
+                source = row.transcript
+            elif row.transcript:
+                if Path(row.transcript).suffix.lower() not in (".srt", ".vtt", ".json"):
+                    raise ValueError(f"transcript must be one of {', '.join(TRANSCRIPT_SOURCES)} or an "
+                                     f".srt/.vtt/.json file, got '{row.transcript}'")
+                inputs["transcript"] = _resolve(row.transcript, base, root, allow_outside, "transcript", check_files)
             dialogue = _resolve(row.dialogue, base, root, allow_outside, "dialogue", check_files) \
                 if row.dialogue else None
             jid = _ID_RE.sub("_", _job_id(row, index))[:120] or f"job{index:05d}"
@@ -437,7 +454,8 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
             seen_id[jid] = line
             reads[jid] = {Path(p).resolve() for p in [*inputs.values(), *dialogue_media.values()]}
             jobs.append(Job(id=jid, index=index, line=line, output=output, dialogue=dialogue,
-                            inputs=inputs, preset=row.preset, seed=row.seed, overrides=dict(row.overrides)))
+                            inputs=inputs, preset=row.preset, seed=row.seed, overrides=dict(row.overrides),
+                            transcript=source))
         except ValidationError as e:
             invalid.append(RowProblem(line, _pydantic_message(e), index, _row_id(raw, seen_id)))
         except EchoError as e:
