@@ -88,6 +88,7 @@ def test_api_render_refuses_unknown_settings_and_odd_arguments(tmp_path):
     from echo_cli.api.render import render
     from echo_cli.errors import UsageError
 
-    for kw in ({"overrides": {"fsp": 30}}, {"overrides": [("fps", 30)]}, {"seed": "abc"}, {"seed": 1.7}):
+    for kw in ({"overrides": {"fsp": 30}}, {"overrides": [("fps", 30)]}, {"seed": "abc"}, {"seed": 1.7},
+               {"transcript": "none"}, {"audio": tmp_path / "a.wav"}):         # inline inputs beside a dialogue
         with pytest.raises(UsageError):
             render(tmp_path / "none.yaml", **kw)

@@ -579,6 +579,11 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         check_cancel()
 
     with timed("spec"):
+        inline = {k: v for k, v in (("reference", reference), ("audio", audio), ("user_video", user_video),
+                                    ("user_audio", user_audio), ("transcript", transcript)) if v is not None}
+        if spec_path is not None and inline:       # they would be ignored without a word
+            raise UsageError(f"give a dialogue file or inline inputs, not both (got {', '.join(inline)} "
+                             "beside the dialogue)", fix="put them in the dialogue.yaml, or pass spec_path=None")
         spec = load_spec(spec_path, reference=reference, audio=audio, user_video=user_video,
                          user_audio=user_audio, output=output, transcript=transcript)
         upd: dict[str, Any] = {}
