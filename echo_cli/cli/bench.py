@@ -14,13 +14,18 @@ import typer
 
 TARGETS = ("preprocess", "generate", "render", "end-to-end", "batch")
 EXAMPLE = ("Examples:  echo-cli bench render\n\n"
-           "           echo-cli bench render --sizes 256,512 --frames 60 --out bench.json --no-doc")
+           "           echo-cli bench render --sizes 256,512 --frames 60 --out bench.json --no-doc\n\n"
+           "           echo-cli bench history end-to-end --last 5      # past runs, headline figures")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("bench", epilog=EXAMPLE, no_args_is_help=True)
     def bench(
-        target: Annotated[str, typer.Argument(help=f"what to measure: {', '.join(TARGETS)}")],
+        target: Annotated[str, typer.Argument(help=f"what to measure: {', '.join(TARGETS)}; or `history` "
+                                                   "to list past runs")],
+        of: Annotated[Optional[str], typer.Argument(help="with `history`: only this target's runs",
+                                                    show_default=False)] = None,
+        last: Annotated[int, typer.Option(min=1, help="with `history`: how many runs to list")] = 20,
         frames: Annotated[Optional[int], typer.Option(min=1, help="frames per measurement (target default)")] = None,
         sizes: Annotated[Optional[str], typer.Option(help="comma-separated frame sizes, e.g. 256,512,1024")] = None,
         out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the JSON result here")] = None,
@@ -39,8 +44,13 @@ def register(app: typer.Typer) -> None:
         from echo_cli.cli.common import emit
         from echo_cli.errors import DependencyError, UsageError
 
+        if target == "history":
+            _show_history(history, of, last)
+            return
+        if of is not None:
+            raise UsageError(f"unexpected argument '{of}' after the target", fix=f"echo-cli bench {target} [OPTIONS]")
         if target not in TARGETS:
-            raise UsageError(f"unknown bench target '{target}'", fix=f"use one of: {', '.join(TARGETS)}")
+            raise UsageError(f"unknown bench target '{target}'", fix=f"use one of: {', '.join(TARGETS)}, history")
         mod_name = f"echo_cli.bench.{target.replace('-', '_')}"
         try:
             module = importlib.import_module(mod_name)
@@ -76,7 +86,27 @@ def register(app: typer.Typer) -> None:
         # "command" of a --json payload is the command's name, as for every other command; the
         # record's full command line (the history file's "command") goes out as "command_line"
         payload = {k: v for k, v in record.items() if k != "command"}
-        emit({**payload, "command_line": record.get("command")}, human=human or f"bench {target} done")
+        from echo_cli.bench import history as H
+
+        before = H.previous(record, H.read(Path(record["history"])))
+        changes = H.compare(record, before)
+        payload["previous_run"] = None if before is None else {"time": before.get("time"), "figures": changes}
+        human = (human or f"bench {target} done") + "\n" + H.describe(record, before, changes)
+        emit({**payload, "command_line": record.get("command")}, human=human)
+
+
+def _show_history(path: Path | None, target: str | None, last: int) -> None:
+    from echo_cli.bench import history as H
+    from echo_cli.bench.common import default_history
+    from echo_cli.cli.common import emit
+
+    path = path or default_history()
+    records = [r for r in H.read(path) if target is None or r.get("target") == target][-last:]
+    runs = [{"time": r.get("time"), "target": r.get("target"), "git": (r.get("machine") or {}).get("git"),
+             "load_1min": (r.get("machine") or {}).get("load_1min"),
+             "figures": {k: v for k, (v, _) in H.headline(r).items()}} for r in records]
+    emit({"history": str(path), "runs": runs},
+         human=H.table(records) if records else f"no bench runs{' of ' + target if target else ''} in {path}")
 
 
 def _set_options(target: str, known: dict | None, pairs: list[str]) -> dict:
