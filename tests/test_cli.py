@@ -362,6 +362,28 @@ def test_no_speech_recognition_when_nothing_would_read_its_words(tmp_path, share
         assert bool(list(cache.rglob("transcript/**/*.meta.json"))) is transcribed, (extra, r.stderr)
 
 
+def test_render_several_dialogues_validates_all_first_and_carries_on_past_a_bad_one(tmp_path, shared_data):
+    media = f"avatar: {{image: {shared_data / 'portraits' / 's1.jpg'}, audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}}}\n"
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(f"version: 1\n{media}output: {{path: {name}.mp4}}\npreset: draft\n")
+    (tmp_path / "twin.yaml").write_text(f"version: 1\n{media}output: {{path: a.mp4}}\npreset: draft\n")
+    (tmp_path / "typo.yaml").write_text(f"version: 1\n{media}output: {{path: t.mp4}}\npreset: drafty\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("--json", "render", *(tmp_path / f"{n}.yaml" for n in ("a", "twin", "typo", "b")), "-o", out)
+    assert r.returncode == 8, r.stderr
+    err = r.stderr
+    assert "twin.yaml: writes the same output as" in err and "typo.yaml" in err and "Traceback" not in err
+    assert err.index("typo.yaml") < err.index("wrote "), "a bad file was found only after rendering began"
+    payload = json.loads(r.stdout)
+    assert not payload["ok"] and payload["error"]["exit_code"] == 8
+    assert sorted(Path(x["output"]).name for x in payload["renders"]) == ["a.mp4", "b.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
+    r = cli("render", tmp_path / "a.yaml", tmp_path / "b.yaml", "-o", tmp_path / "a.yaml")
+    assert_one_line_error(r, 2)
+    assert "existing folder" in r.stderr
+
+
 def test_plain_progress_has_no_escape_codes(capsys):
     from echo_cli.cli import common
 
