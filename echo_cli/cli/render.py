@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     def render(
         dialogues: Annotated[list[Path], typer.Argument(help="dialogue.yaml to render (or a folder holding one, as "
                                                              "`echo-cli init DIR` makes); several: each in turn",
-                                                        show_default=False, metavar="DIALOGUE.yaml...")],
+                                                        show_default=False, metavar="DIALOGUE.yaml")],
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path); an existing folder: output.path's file name in it (with several dialogues, a folder)")] = None,
         preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="draft | default | quality")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="sampling seed")] = None,
