@@ -66,6 +66,17 @@ def test_inline_rows_name_their_transcript(folder):
     assert set(lines) == {5, 6} and "words.txt" in lines[5] and "inline rows" in lines[6]
 
 
+def test_a_dialogue_row_may_name_a_folder_holding_dialogue_yaml(folder):
+    (folder / "talk").mkdir()
+    (folder / "talk" / "dialogue.yaml").write_text("x")
+    (folder / "empty").mkdir()
+    (folder / "m.jsonl").write_text('{"dialogue": "talk", "output": "o/a.mp4"}\n{"dialogue": "empty", "output": "o/b.mp4"}\n')
+    m = load_manifest(folder / "m.jsonl", check_files=False)
+    assert [j.dialogue for j in m.jobs] == [(folder / "talk" / "dialogue.yaml").resolve(), (folder / "empty").resolve()]
+    m = load_manifest(folder / "m.jsonl")           # with files checked: the empty folder is a bad row
+    assert "is a folder" in m.invalid[-1].message and m.invalid[-1].line == 2
+
+
 def test_csv_with_settings_columns_and_line_numbers(folder):
     (folder / "m.csv").write_text(
         "id,reference,audio,user_video,output,preset,fps,steps\n"

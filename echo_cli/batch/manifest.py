@@ -310,6 +310,8 @@ def _resolve(value: str, base: Path, root: Path, allow_outside: bool, what: str,
     if not allow_outside and not _within(resolved, root):
         raise ValueError(f"{what} '{value}' is outside the manifest's folder {root} "
                          f"(pass --allow-outside to permit it)")
+    if what == "dialogue" and resolved.is_dir() and (resolved / "dialogue.yaml").is_file():
+        resolved = resolved / "dialogue.yaml"       # a folder as `echo-cli init DIR` makes it, as for render
     if must_exist:
         if not resolved.exists():
             raise ValueError(f"{what} file not found: '{value}'")
