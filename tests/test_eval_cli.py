@@ -178,3 +178,15 @@ def test_suite_measures_the_good_videos_when_one_is_bad(shared_data, env, tmp_pa
     for manifest in (good, tmp_path / "num.yaml"):
         r = cli("eval", "--suite", manifest, env=env)
         assert r.returncode == 3 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def test_turns_from_a_dialogue_folder(tmp_path):
+    """--turns DIR reads DIR/dialogue.yaml, as `render DIR` does."""
+    from echo_cli.eval.suite import load_turns
+
+    d = tmp_path / "talk"
+    d.mkdir()
+    (d / "dialogue.yaml").write_text("version: 1\navatar: {image: a.png, audio: a.wav}\n"
+                                     "turns:\n  - {speaker: avatar, start: 0, end: 2}\n  - {speaker: user, start: 2, end: 3}\n"
+                                     "output: {path: o.mp4}\n")
+    assert [(t.speaker, t.start, t.end) for t in load_turns(d)] == [("avatar", 0.0, 2.0), ("user", 2.0, 3.0)]

@@ -48,6 +48,8 @@ def load_turns(path: str | Path) -> list[Turn]:
     """Turns from a turns.json ([{speaker, start, end}, ...] or {"turns": [...]}) or a
     dialogue.yaml (its `turns:`)."""
     path = Path(path)
+    if path.is_dir() and (path / "dialogue.yaml").is_file():     # as `render DIR` reads it
+        path = path / "dialogue.yaml"
     if not path.is_file():
         raise InputError("turns file not found", path=path, fix="give a turns.json or a dialogue.yaml")
     if path.suffix.lower() in (".yaml", ".yml"):
