@@ -213,6 +213,10 @@ def test_init_writes_a_valid_commented_example(tmp_path):
     assert_one_line_error(r, 7)
     assert "avatar.png" in r.stderr and (mine / "media" / "avatar.png").read_bytes() == b"my own portrait"
     assert not (mine / "dialogue.yaml").exists()
+    (tmp_path / "a_file").write_text("x")
+    r = cli("init", tmp_path / "a_file")
+    assert_one_line_error(r, 7)
+    assert "a file, not a folder" in r.stderr
 
 
 def test_stub_or_real_commands_never_traceback(tmp_path):

@@ -148,6 +148,9 @@ def register(app: typer.Typer) -> None:
         from echo_cli.cli.common import emit
         from echo_cli.errors import OutputError
 
+        if directory.exists() and not directory.is_dir():
+            raise OutputError("this is a file, not a folder", path=directory,
+                              fix="name a new or existing folder; init writes DIR/dialogue.yaml")
         target = directory / "dialogue.yaml"
         if target.exists() and not force:
             raise OutputError("dialogue.yaml already exists", path=target, fix="pass --force to overwrite it")
