@@ -409,6 +409,14 @@ def test_emit_k8s_indexed_job(tmp_path):
 # CLI
 # ======================================================================================
 
+def test_an_empty_manifest_says_there_is_nothing_to_render(tmp_path):
+    m = tmp_path / "jobs.jsonl"
+    m.write_text("")
+    r = subprocess.run(mf.cli_cmd("batch", str(m)), capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "ECHO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0 and "has no job rows" in r.stderr, r.stderr
+
+
 def test_cli_check_lists_bad_rows_with_line_numbers(tmp_path):
     m = small_manifest(tmp_path, 2)
     m.write_text(m.read_text() + '{"reference": "in/missing.png", "audio": "in/a.wav"}\n{"reference": 3}\n')

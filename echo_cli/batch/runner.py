@@ -419,6 +419,8 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
                          error={"kind": "spec", "message": p.message, "transient": False}))
     LOG.info("batch %s: %d job(s) in shard %s (%s), %d worker(s), engine %s", manifest.path.name, len(jobs),
              shard.label, shard.source, opts.workers, opts.engine)
+    if not manifest.n_rows:     # an empty file from a failed export "succeeds" with nothing done: say so
+        LOG.warning("%s has no job rows: nothing to render", manifest.path)
     try:
         if opts.engine == "local":
             _run_local(jobs, opts, record, summary, progress)
