@@ -96,6 +96,7 @@ def step_generator(seed: int, step: int, rank: int = 0):
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.created = not self.path.exists()       # a new run's folder, which a failed start may remove
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -103,7 +104,10 @@ class RunDir:
                               fix="choose a writable --out folder") from e
 
     def discard_if_empty(self) -> None:
-        """A run that failed before writing anything leaves no empty folder behind."""
+        """A run that failed before writing anything leaves no empty folder behind (only a
+        folder this run created: an existing one is the user's)."""
+        if not self.created:
+            return
         try:
             self.path.rmdir()
         except OSError:

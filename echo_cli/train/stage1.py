@@ -351,7 +351,6 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     if steps is not None:
         loop = replace(loop, steps=int(steps))
     loop = replace(loop, seed=int(seed))
-    fresh = not Path(out).exists()
     run_dir = common.RunDir(out)
     # One intra-op thread per process: on a shared 2-core machine more threads spin against
     # each other (we measured 10-20x slow-downs); use torchrun processes for parallelism.
@@ -371,8 +370,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
                                  fix="pass ../shared/data, or a folder of talking-head videos with their own "
                                      "speech (DATA/<speaker>/*.mp4, or DATA/*.mp4 one speaker each)")
         except BaseException:
-            if fresh:
-                run_dir.discard_if_empty()
+            run_dir.discard_if_empty()
             raise
         from echo_cli.motion.space import default_space
         if cfg.align_av:

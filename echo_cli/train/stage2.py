@@ -177,7 +177,6 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
     if steps is not None:
         loop = replace(loop, steps=int(steps))
     loop = replace(loop, seed=int(seed))
-    fresh = not Path(out).exists()
     run_dir = common.RunDir(out)
     dist_ = common.Dist()
 
@@ -199,8 +198,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
         try:
             speech, silent = Y.load_dyadic_clips(data, space, gen.cfg.audio_input)
         except BaseException:
-            if fresh:           # nothing written yet: no empty run folder left behind
-                run_dir.discard_if_empty()
+            run_dir.discard_if_empty()      # nothing written yet: no empty run folder left behind
             raise
         (tr_sp, tr_si), (ho_sp, ho_si) = Y.split_pairs(speech, silent)
     else:
