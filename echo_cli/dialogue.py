@@ -60,6 +60,9 @@ class TurnSpec(_Strict):
         return self
 
 
+RECOGNITION_SOURCES = ("auto", "whisperx", "faster-whisper", "none")   # TranscriptSpec.source, bar "file"
+
+
 class TranscriptSpec(_Strict):
     """Where word timings come from."""
     # auto: preprocess/transcript.py; none: no speech recognition (the turns' text, if any, is all the LAU reads)
@@ -249,6 +252,13 @@ def yaml_fix(problem: str, default: str) -> str:
     return default
 
 
+def dialogue_file(path: str | Path) -> Path:
+    """`echo-cli init DIR` writes DIR/dialogue.yaml, so a folder holding one means that file
+    (render, batch rows, eval --turns); any other path is itself."""
+    path = Path(path)
+    return path / "dialogue.yaml" if path.is_dir() and (path / "dialogue.yaml").is_file() else path
+
+
 def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec:
     """Read and validate a dialogue.yaml; relative paths become absolute (from the YAML's folder).
 
@@ -257,12 +267,10 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
     """
     import yaml
 
-    path = Path(path)
-    if path.is_dir():       # `echo-cli init DIR` writes DIR/dialogue.yaml: `render DIR` means that file
-        if not (path / "dialogue.yaml").is_file():
-            raise SpecError("this is a folder, and it has no dialogue.yaml", path=path,
-                            fix="give the dialogue file's path, or create one with `echo-cli init DIR`")
-        path = path / "dialogue.yaml"
+    path = dialogue_file(path)
+    if path.is_dir():
+        raise SpecError("this is a folder, and it has no dialogue.yaml", path=path,
+                        fix="give the dialogue file's path, or create one with `echo-cli init DIR`")
     if not path.is_file():
         raise SpecError("dialogue file not found", path=path, fix="check the path, or create one with `echo-cli init DIR`")
     try:

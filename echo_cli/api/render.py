@@ -100,8 +100,13 @@ def load_spec(spec_path: str | Path | None, *, reference=None, audio=None, user_
     """A DialogueSpec from a YAML file, or an inline one built from media paths (batch).
     transcript (inline only): a source name (auto, whisperx, faster-whisper, none) or a
     transcript file's path."""
-    from echo_cli.dialogue import DialogueSpec, load_dialogue
+    from echo_cli.dialogue import RECOGNITION_SOURCES, DialogueSpec, load_dialogue
 
+    inline = {k: v for k, v in (("reference", reference), ("audio", audio), ("user_video", user_video),
+                                ("user_audio", user_audio), ("transcript", transcript)) if v is not None}
+    if spec_path is not None and inline:       # they would be ignored without a word
+        raise UsageError(f"give a dialogue file or inline inputs, not both (got {', '.join(inline)} "
+                         "beside the dialogue)", fix="put them in the dialogue.yaml, or pass spec_path=None")
     if spec_path is not None:
         return load_dialogue(spec_path)
     if reference is None or audio is None or output is None:
@@ -115,7 +120,7 @@ def load_spec(spec_path: str | Path | None, *, reference=None, audio=None, user_
     if user:
         data["user"] = user
     if transcript:
-        data["transcript"] = ({"source": transcript} if str(transcript) in ("auto", "whisperx", "faster-whisper", "none")
+        data["transcript"] = ({"source": transcript} if str(transcript) in RECOGNITION_SOURCES
                               else {"source": "file", "path": Path(transcript).resolve()})
     for field, p in [("avatar.audio", avatar["audio"]), ("avatar.reference", ref), *[(f"user.{k}", v) for k, v in user.items()]]:
         if not p.is_file():
@@ -579,11 +584,6 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         check_cancel()
 
     with timed("spec"):
-        inline = {k: v for k, v in (("reference", reference), ("audio", audio), ("user_video", user_video),
-                                    ("user_audio", user_audio), ("transcript", transcript)) if v is not None}
-        if spec_path is not None and inline:       # they would be ignored without a word
-            raise UsageError(f"give a dialogue file or inline inputs, not both (got {', '.join(inline)} "
-                             "beside the dialogue)", fix="put them in the dialogue.yaml, or pass spec_path=None")
         spec = load_spec(spec_path, reference=reference, audio=audio, user_video=user_video,
                          user_audio=user_audio, output=output, transcript=transcript)
         upd: dict[str, Any] = {}

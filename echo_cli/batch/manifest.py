@@ -26,13 +26,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from echo_cli.config import SEED_MAX, SETTING_KEYS, RenderSettings, load_preset
-from echo_cli.dialogue import OUTPUT_SUFFIXES, duplicate_key
+from echo_cli.dialogue import OUTPUT_SUFFIXES, RECOGNITION_SOURCES, dialogue_file, duplicate_key, yaml_fix
 from echo_cli.io_atomic import same_file
 from echo_cli.errors import EchoError, SpecError
 
 MANIFEST_VERSION = 1
 INPUT_FIELDS = ("reference", "audio", "user_video", "user_audio")
-TRANSCRIPT_SOURCES = ("auto", "whisperx", "faster-whisper", "none")   # an inline row's `transcript:` words
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _ID_RE = re.compile(r"[^\w.-]+")      # letters of any script stay (日本 and 中国 are two jobs)
 
@@ -151,8 +150,6 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        from echo_cli.dialogue import yaml_fix
-
         raise SpecError(f"manifest is not valid YAML{where}: {problem}", path=path,
                         fix=yaml_fix(problem, "fix the YAML syntax (check indentation and quoting)")) from e
     except RecursionError as e:
@@ -310,8 +307,8 @@ def _resolve(value: str, base: Path, root: Path, allow_outside: bool, what: str,
     if not allow_outside and not _within(resolved, root):
         raise ValueError(f"{what} '{value}' is outside the manifest's folder {root} "
                          f"(pass --allow-outside to permit it)")
-    if what == "dialogue" and resolved.is_dir() and (resolved / "dialogue.yaml").is_file():
-        resolved = resolved / "dialogue.yaml"       # a folder as `echo-cli init DIR` makes it, as for render
+    if what == "dialogue":
+        resolved = dialogue_file(resolved)          # a folder as `echo-cli init DIR` makes it, as for render
     if must_exist:
         if not resolved.exists():
             raise ValueError(f"{what} file not found: '{value}'")
@@ -425,11 +422,11 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 if value:
                     inputs[name] = _resolve(value, base, root, allow_outside, name, check_files)
             source = None
-            if row.transcript in TRANSCRIPT_SOURCES:
+            if row.transcript in RECOGNITION_SOURCES:
                 source = row.transcript
             elif row.transcript:
                 if Path(row.transcript).suffix.lower() not in (".srt", ".vtt", ".json"):
-                    raise ValueError(f"transcript must be one of {', '.join(TRANSCRIPT_SOURCES)} or an "
+                    raise ValueError(f"transcript must be one of {', '.join(RECOGNITION_SOURCES)} or an "
                                      f".srt/.vtt/.json file, got '{row.transcript}'")
                 inputs["transcript"] = _resolve(row.transcript, base, root, allow_outside, "transcript", check_files)
             dialogue = _resolve(row.dialogue, base, root, allow_outside, "dialogue", check_files) \

@@ -57,13 +57,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from echo_cli import log
+from echo_cli.dialogue import RECOGNITION_SOURCES
 
 logger = log.get("echo_cli.bench.end_to_end")
 
 SET_OPTIONS = {"data": (str,), "spec": (str,), "preset": (str,), "size": (int, 64, 4096),      # --set, checked by the CLI
                "cache": (str, ("both", "cold", "warm")), "seconds": (float, 1.0, 86400.0), "user": (str, ("video", "audio")),
                "repeats": (int, 1, 100), "layout": (str, ("side-by-side", "avatar")), "checkpoint": (str,),
-               "transcript": (str, ("auto", "faster-whisper", "whisperx", "none"))}
+               "transcript": (str, RECOGNITION_SOURCES)}
 
 # Stage -> functions whose (exclusive) time is charged to it: (module, attribute path).
 STAGE_POINTS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from echo_cli import log
-from echo_cli.bench.common import BenchArgs, PeakMemory, markdown_table, report
+from echo_cli.bench.common import BenchArgs, PeakMemory, machine_line, markdown_table, report
 
 logger = log.get("echo_cli.bench.generate")
 
@@ -127,6 +127,5 @@ def run(args: BenchArgs) -> dict:
     if long_rows:
         md += ["", "Streamed generation, peak resident memory:", "",
                markdown_table(long_rows, [("seconds", "video seconds"), ("frames", "frames"), ("peak_mb", "peak MB")])]
-    from echo_cli.bench.common import machine_line
     md += ["", machine_line()]
     return report("generate", args, rows, "\n".join(md), {"long": long_rows, "model": source, "skipped": skipped})

@@ -68,8 +68,9 @@ def register(app: typer.Typer) -> None:
                              overrides=overrides, progress=progress, dry_run=dry_run, explain=explain,
                              ablate=tuple(ablate or ()))
         if dry_run:
-            shown = dialogue / "dialogue.yaml" if dialogue.is_dir() else dialogue
-            human = f"ok: {shown} is valid; would write {res['output']} (preset {res['preset']})"
+            from echo_cli.dialogue import dialogue_file
+
+            human = f"ok: {dialogue_file(dialogue)} is valid; would write {res['output']} (preset {res['preset']})"
         else:
             human = f"wrote {res['output']} ({res.get('duration', 0):.2f} s, {res.get('frames', 0)} frames)"
         if explain and "explanation" in res:

@@ -47,9 +47,9 @@ class EvalOptions:
 def load_turns(path: str | Path) -> list[Turn]:
     """Turns from a turns.json ([{speaker, start, end}, ...] or {"turns": [...]}) or a
     dialogue.yaml (its `turns:`)."""
-    path = Path(path)
-    if path.is_dir() and (path / "dialogue.yaml").is_file():     # as `render DIR` reads it
-        path = path / "dialogue.yaml"
+    from echo_cli.dialogue import dialogue_file
+
+    path = dialogue_file(path)          # a folder holding dialogue.yaml, as `render DIR` reads it
     if not path.is_file():
         raise InputError("turns file not found", path=path, fix="give a turns.json or a dialogue.yaml")
     if path.suffix.lower() in (".yaml", ".yml"):
