@@ -207,6 +207,24 @@ def test_own_folder_of_talking_videos_trains(tmp_path):
     assert meta["data"]["train"] == ["bob", "take1"] and meta["data"]["source"] == str(own.resolve())
 
 
+@pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data is absent (set ECHO_SHARED_DATA)")
+def test_training_and_preprocess_find_the_same_videos(tmp_path):
+    """One list of video suffixes (media/kinds.py): an MPEG-PS talking clip that
+    `echo-cli preprocess` picks up is a training clip too (training kept a shorter list)."""
+    import subprocess
+
+    from echo_cli.api.preprocess import find_media
+    from echo_cli.media.ffmpeg import ffmpeg_exe
+    from echo_cli.train.data import speech_clips
+
+    own = tmp_path / "own"
+    own.mkdir()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(shared_data_dir() / "talking" / "grid_pwij3p.mp4"),
+                    "-c:v", "mpeg2video", "-c:a", "mp2", str(own / "carol.mpg")], check=True)
+    assert [p.name for p in find_media(own)] == ["carol.mpg"]
+    assert speech_clips(own) == {"carol.mpg": "carol"}
+
+
 def test_shift_clip_re_pairs_audio_and_video():
     from echo_cli.train.data import shift_clip
 

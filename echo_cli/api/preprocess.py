@@ -23,7 +23,8 @@ from typing import Callable
 
 from echo_cli import log
 from echo_cli.errors import EchoError, InputError
-from echo_cli.preprocess.pipeline import MEDIA_EXTS, PreprocessOptions
+from echo_cli.media.kinds import MEDIA_EXTS
+from echo_cli.preprocess.pipeline import PreprocessOptions
 
 logger = log.get("echo_cli.api.preprocess")
 

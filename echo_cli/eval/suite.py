@@ -23,11 +23,11 @@ from echo_cli.eval import baselines as B
 from echo_cli.eval import metrics as M
 from echo_cli.eval import measure as ME
 from echo_cli.eval.report import SCHEMA, SCHEMA_VERSION
+from echo_cli.media.kinds import VIDEO_EXTS
 from echo_cli.schema import Turn
 
 logger = log.get("echo_cli.eval.suite")
 
-VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
 
 
 @dataclass(frozen=True)

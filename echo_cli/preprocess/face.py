@@ -31,6 +31,7 @@ import numpy as np
 
 from echo_cli import log
 from echo_cli.errors import DependencyError, InputError
+from echo_cli.media.kinds import IMAGE_EXTS
 from echo_cli.preprocess.crop import (DEFAULT_MARGIN, crop_image, from_crop, landmark_bounds, smooth_boxes,
                                       square_boxes)
 from echo_cli.preprocess.smoothing import OneEuroParams, one_euro
@@ -38,7 +39,6 @@ from echo_cli.schema import N_LANDMARKS, FaceTrack
 
 logger = log.get("echo_cli.preprocess.face")
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)

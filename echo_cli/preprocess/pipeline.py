@@ -21,13 +21,10 @@ from pathlib import Path
 from echo_cli import log
 from echo_cli.errors import InputError
 from echo_cli.preprocess.cache import Cache, file_sha256
-from echo_cli.preprocess.face import IMAGE_EXTS, TrackSettings
+from echo_cli.media.kinds import IMAGE_EXTS
+from echo_cli.preprocess.face import TrackSettings
 
 logger = log.get("echo_cli.preprocess.pipeline")
-
-AUDIO_EXTS = {".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus"}
-VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"}
-MEDIA_EXTS = AUDIO_EXTS | VIDEO_EXTS | IMAGE_EXTS
 
 
 @dataclass(frozen=True)

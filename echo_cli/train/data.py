@@ -243,9 +243,6 @@ def _from_npz(z, name: str, speaker: str) -> ClipData:
                     neutral=z["neutral"] if "neutral" in z else None)
 
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-
-
 def speech_clips(data_dir: Path) -> dict[str, str]:
     """Training clips under data_dir: relative path -> speaker id.
 
@@ -256,11 +253,12 @@ def speech_clips(data_dir: Path) -> dict[str, str]:
     speaker-wise CV never sees them on both sides) or, for a file at the top, its name."""
     if any((data_dir / rel).is_file() for rel in SPEECH_CLIPS):
         return SPEECH_CLIPS
+    from echo_cli.media.kinds import VIDEO_EXTS
     from echo_cli.media.probe import probe
 
     found: dict[str, str] = {}
     for p in sorted(data_dir.rglob("*")):
-        if p.suffix.lower() not in VIDEO_SUFFIXES or not p.is_file() or p.name.startswith("."):
+        if p.suffix.lower() not in VIDEO_EXTS or not p.is_file() or p.name.startswith("."):
             continue
         rel = p.relative_to(data_dir)
         try:
