@@ -659,6 +659,8 @@ def test_cli_json_says_not_ok_when_no_job_completed(tmp_path):
     payload = json.loads(r.stdout)
     assert payload["ok"] is False and payload["failed"] == 2 and payload["done"] == 0
     assert "no job completed" in r.stderr and "the others completed" not in r.stderr
+    job_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: line")]
+    assert len(job_lines) == 2 and all("ref.png" in ln for ln in job_lines), job_lines   # the file at fault
 
 
 def test_rows_with_their_own_broken_checkpoint_fail_alone(tmp_path):

@@ -164,6 +164,10 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "-o", str(taken)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 7 and "folder" in r.stderr and "Traceback" not in r.stderr and taken.read_text() == "mine"
+    # a folder that cannot be made although permissions allow it (a pseudo-filesystem)
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "-o", "/proc/echo-preprocess-out"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 7 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------- cache behaviour (in process)

@@ -89,6 +89,7 @@ CASES: list[Case] = [
     # -- output --------------------------------------------------------------------------
     Case("output_parent_is_file", "output", "output folder is a regular file", "one-line error before any model loads", "7"),
     Case("output_dir_readonly", "output", "output folder without write permission", "one-line error before any model loads", "7"),
+    Case("output_dir_refuses_writes", "output", "output folder that permissions allow but the filesystem refuses (/proc, as a root-squashed share does)", "one-line error before any preprocessing", "7"),
     Case("disk_full", "output", "file-size limit (RLIMIT_FSIZE 16 KiB) hit while writing", "one-line error: disk full; no partial file", "7"),
     Case("cache_not_writable", "output", "ECHO_CACHE_DIR is a regular file", "one-line error naming the cache folder, before any model loads", "7"),
     # -- checkpoints ---------------------------------------------------------------------
@@ -447,6 +448,16 @@ def b_readonly(tmp, b):
     return Scenario(["render", str(d)], tmp / "ro" / "out.mp4", prefix=tuple(unprivileged_prefix()))
 
 
+def b_refuses_writes(tmp, b):
+    d = _dialogue(tmp, b, output="/proc/echo-out.mp4")
+    s = Scenario(["render", str(d)], Path("/proc/echo-out.mp4"))
+
+    def check(r):
+        assert "preprocess" not in r.stderr, r.stderr[-2000:]        # failed before the slow stages
+    s.check = check
+    return s
+
+
 def b_disk_full(tmp, b):
     s = simple(tmp, b)
     limit = 16 << 10
@@ -555,6 +566,7 @@ BUILDERS: dict[str, Callable[[Path, Base], Scenario]] = {
     "path_shell_chars": b_shell,
     "output_parent_is_file": b_parent_file,
     "output_dir_readonly": b_readonly,
+    "output_dir_refuses_writes": b_refuses_writes,
     "disk_full": b_disk_full,
     "cache_not_writable": b_cache_file,
     "checkpoint_missing": b_ckpt("missing"),

@@ -256,10 +256,14 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
 
         raise UsageError("--overlay needs an output folder", fix="add -o OUT")
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            from echo_cli.errors import OutputError
+        from echo_cli.errors import OutputError
 
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:      # a file in the way, a read-only or pseudo filesystem
+            raise OutputError(f"cannot create the output folder: {e.strerror or e}", path=out,
+                              fix="choose a writable folder (-o)") from None
+        if not os.access(out, os.W_OK):
             raise OutputError("output folder is not writable", path=out, fix="choose a writable folder")
     base = folder if folder.is_dir() else folder.parent
     jobs = [(str(p), str(p.relative_to(base)), None if out is None else str(out), options, overlay, cache)

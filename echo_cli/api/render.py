@@ -153,6 +153,23 @@ def _writable_dir(out: Path) -> None:
         raise OutputError("output path is a folder", path=out, fix="name an .mp4 file")
 
 
+def _try_writing(out: Path) -> None:
+    """Create and remove a hidden file where the output will go. `os.access` answers yes to
+    root on a pseudo-filesystem, or on a network share that squashes root and then refuses
+    every write; without this the render would fail only at its last stage, after all of the
+    preprocessing and generation. Not in preflight: a dry run writes nothing."""
+    import tempfile
+
+    parent = _nearest_existing(out.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".echo-write-test-", dir=parent)
+    except OSError as e:
+        raise OutputError(f"the output folder refuses writes ({e.strerror or e})", path=parent,
+                          fix="choose another output.path or --output") from None
+    os.close(fd)
+    os.unlink(name)
+
+
 def _writable_cache() -> None:
     """The cache folder (or the nearest folder that exists above it) must take writes; checked
     without creating anything, so a dry run writes nothing."""
@@ -619,6 +636,7 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
     if dry_run:
         result["dry_run"] = True
         return result
+    _try_writing(spec.output.path)
 
     # (the CLI keeps third-party prints off its stdout; a library caller's stdout is its own,
     # and redirecting sys.stdout here would swap it for every thread of the caller's process)

@@ -85,7 +85,9 @@ def register(app: typer.Typer) -> None:
             import sys
 
             for f in summary.failures[:20]:
-                print(f"error: line {f['line']} ({f['id']}): {f['error']}", file=sys.stderr)
+                # the file the error is about, unless its message already names it
+                where = f"{f['path']}: " if f.get("path") and str(f["path"]) not in (f["error"] or "") else ""
+                print(f"error: line {f['line']} ({f['id']}): {where}{f['error']}", file=sys.stderr)
             others = "the others completed" if summary.done + summary.skipped else "no job completed"
             print(f"error: {summary.failed + summary.invalid} job(s) failed; {others} "
                   f"(fix: see {summary.report}, correct the inputs and rerun)", file=sys.stderr)
