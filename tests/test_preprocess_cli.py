@@ -168,6 +168,7 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "-o", "/proc/echo-preprocess-out"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 7 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
 
 
 # ---------------------------------------------------------------- cache behaviour (in process)

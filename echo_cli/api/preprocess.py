@@ -239,6 +239,31 @@ def _worker_init(threads: int, parent: int | None = None, quiet: bool = False) -
 # The folder
 # --------------------------------------------------------------------------------------
 
+def folder_job(folder: Path, out: str | Path | None, recursive: bool, overlay: bool) -> list[Path]:
+    """The files a preprocess run will process, after every check of the request and with
+    the output folder made: the CLI calls it before its progress bar, so a bad request
+    is one error line, not a bar at 0 % and then the error."""
+    from echo_cli.errors import OutputError, UsageError
+
+    files = find_media(folder, recursive)
+    if not files:
+        raise InputError("no video, image or audio files here", path=folder,
+                         fix="check the folder (use --recursive for sub-folders)")
+    if overlay and out is None:
+        raise UsageError("--overlay needs an output folder", fix="add -o OUT")
+    if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise OutputError("--out names a file, not a folder", path=out, fix="give a folder for the results")
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:      # a file further up, a read-only or pseudo filesystem
+            raise OutputError(f"cannot create the output folder: {e.strerror or e}", path=out,
+                              fix="choose a writable folder (-o)") from None
+        if not os.access(out, os.W_OK):
+            raise OutputError("output folder is not writable", path=out, fix="choose a writable folder")
+    return files
+
+
 def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers: int = 1,
                       recursive: bool = False, overlay: bool = False,
                       options: PreprocessOptions = PreprocessOptions(), cache: bool = True,
@@ -247,24 +272,7 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
     from echo_cli import cancel
 
     folder = Path(folder)
-    files = find_media(folder, recursive)
-    if not files:
-        raise InputError("no video, image or audio files here", path=folder,
-                         fix="check the folder (use --recursive for sub-folders)")
-    if overlay and out is None:
-        from echo_cli.errors import UsageError
-
-        raise UsageError("--overlay needs an output folder", fix="add -o OUT")
-    if out is not None:
-        from echo_cli.errors import OutputError
-
-        try:
-            Path(out).mkdir(parents=True, exist_ok=True)
-        except OSError as e:      # a file in the way, a read-only or pseudo filesystem
-            raise OutputError(f"cannot create the output folder: {e.strerror or e}", path=out,
-                              fix="choose a writable folder (-o)") from None
-        if not os.access(out, os.W_OK):
-            raise OutputError("output folder is not writable", path=out, fix="choose a writable folder")
+    files = folder_job(folder, out, recursive, overlay)
     base = folder if folder.is_dir() else folder.parent
     jobs = [(str(p), str(p.relative_to(base)), None if out is None else str(out), options, overlay, cache)
             for p in files]

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         import json
         import sys
 
-        from echo_cli.api.preprocess import find_media, preprocess_folder
+        from echo_cli.api.preprocess import folder_job, preprocess_folder
         from echo_cli.cli.common import emit, progress, state
         from echo_cli.errors import PartialFailure, UsageError
         from echo_cli.preprocess.face import TrackSettings
@@ -80,12 +80,8 @@ def register(app: typer.Typer) -> None:
                                  transcript=None if transcript == "none" else transcript, language=language,
                                  require_audio=require_audio, whisper_layers=whisper_layers,
                                  track=TrackSettings(mirror=mirror))
-        if out is not None and out.exists() and not out.is_dir():
-            from echo_cli.errors import OutputError
-
-            raise OutputError("--out names a file, not a folder", path=out, fix="give a folder for the results")
         st = state()
-        total = len(find_media(folder, recursive))
+        total = len(folder_job(folder, out, recursive, overlay))
         with progress(total=total, desc="preprocess") as bar:
             def on_item(rec: dict) -> None:
                 if rec["status"] == "failed":
