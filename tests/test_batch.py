@@ -702,6 +702,26 @@ def test_report_may_not_overwrite_the_manifest_or_an_input(tmp_path):
     assert not list(tmp_path.rglob("*.mp4"))
 
 
+def test_report_may_not_overwrite_what_a_dialogue_names_or_a_done_marker(tmp_path):
+    """A dialogue row's media are its inputs too (the report overwrote a user video named
+    only inside the dialogue, and the job then failed on its own emptied input); the done
+    marker and lock beside an output are the batch's own files."""
+    small_manifest(tmp_path, 1)
+    d = tmp_path / "talk"
+    d.mkdir()
+    (d / "dialogue.yaml").write_text("version: 1\navatar:\n  image: ../in/ref.png\n  audio: ../in/a.wav\n"
+                                     "output:\n  path: ../out/talk.mp4\n")
+    m = tmp_path / "d.jsonl"
+    m.write_text(json.dumps({"id": "talk", "dialogue": "talk"}) + "\n")
+    wav = (tmp_path / "in" / "a.wav").read_bytes()
+    for target, needle in ((tmp_path / "in" / "a.wav", "avatar.audio"),
+                           (tmp_path / "out" / "talk.mp4.echo.json", "done marker")):
+        r = subprocess.run(mf.cli_cmd("batch", str(m), "--report", str(target)), capture_output=True, text=True,
+                           timeout=300, cwd=str(tmp_path))
+        assert r.returncode == 7 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert (tmp_path / "in" / "a.wav").read_bytes() == wav and not (tmp_path / "out").exists()
+
+
 def test_emit_keeps_names_on_their_comment_line(tmp_path):
     m = small_manifest(tmp_path, 2)
     evil = tmp_path / "evil\ntouch PWNED\n.jsonl"

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echo_cli import log
-from echo_cli.batch.jobs import (JobFn, JobResult, WorkerCrashed, checkpoint_id, clean_partials, error_dict,
-                                 execute_job, render_job)
-from echo_cli.batch.locks import LockBusy, OutputLock
+from echo_cli.batch.jobs import (JobFn, JobResult, WorkerCrashed, checkpoint_id, clean_partials, dialogue_files,
+                                 error_dict, execute_job, marker_path, render_job)
+from echo_cli.batch.locks import LockBusy, OutputLock, lock_path
 from echo_cli.batch.manifest import Job, Manifest
 from echo_cli.batch.shard import Shard
 from echo_cli.errors import EchoError, Interrupted, PartialFailure, UsageError
@@ -108,16 +108,26 @@ def resolve_job_fn(ref: JobFn | str | None) -> JobFn:
 
 
 def _check_report_path(path: Path, manifest) -> None:
-    """The report is rewritten from scratch: it may not be the manifest, a job's input or
-    output, or a folder (all checked before any work)."""
-    from echo_cli.errors import OutputError
+    """The report is rewritten from scratch: it may not be the manifest, a job's input (the
+    media a dialogue names included) or output, a file the batch keeps beside an output (its
+    done marker, its lock), or a folder (all checked before any work)."""
+    from echo_cli.errors import EchoError, OutputError
 
     taken = {Path(manifest.path).resolve(): "the manifest"}
     for job in manifest.jobs:
-        taken.setdefault(Path(job.output).resolve(), f"the output of job {job.id}")
-        for name, p in [*job.inputs.items(), ("dialogue", job.dialogue)]:
-            if p is not None:
-                taken.setdefault(Path(p).resolve(), f"the {name} of job {job.id}")
+        out = Path(job.output).resolve()
+        taken.setdefault(out, f"the output of job {job.id}")
+        taken.setdefault(marker_path(out), f"the done marker of job {job.id}")
+        taken.setdefault(lock_path(out), f"the lock file of job {job.id}")
+        named = dict(job.inputs)
+        if job.dialogue is not None:
+            named["dialogue"] = job.dialogue
+            try:
+                named.update({f"{k} (in its dialogue)": v for k, v in dialogue_files(job.dialogue).items()})
+            except EchoError:       # the row's own error is reported when the job runs
+                pass
+        for name, p in named.items():
+            taken.setdefault(Path(p).resolve(), f"the {name} of job {job.id}")
     if path in taken:
         raise OutputError(f"the report would overwrite {taken[path]}", path=path,
                           fix="give --report a new .jsonl file")
