@@ -424,6 +424,14 @@ def test_cli_check_lists_bad_rows_with_line_numbers(tmp_path):
     assert r.returncode == 3, r.stderr
     assert "line 3" in r.stderr and "missing.png" in r.stderr and "line 4" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # --skip-invalid: the rows a run would skip are named; a shard is checked as a run checks it
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--check", "--skip-invalid", "--shard", "1/2"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "line 3" in r.stderr and "line 4" in r.stderr, r.stderr
+    assert "2 valid job(s) (1 in shard 1/2), 2 invalid row(s)" in r.stdout, r.stdout
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--check", "--skip-invalid", "--shard", "2/2"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "out of range" in r.stderr, r.stderr
 
 
 def test_cli_emit_and_help(tmp_path):

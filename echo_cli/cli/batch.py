@@ -65,14 +65,22 @@ def register(app: typer.Typer) -> None:
             _emit(manifest, m, emit, shards, workers, cpus, mem, time_limit, partition, image, pvc,
                   retries=retries, skip_invalid=skip_invalid, allow_outside=allow_outside, output_dir=output_dir)
             return
+        sh = detect_shard(shard)        # a bad --shard (or array env) is a usage error for --check too
         if check:
             if m.invalid and not skip_invalid:
                 m.raise_if_invalid()
-            common.emit({"manifest": str(manifest), "jobs": len(m.jobs), "invalid": [str(p) for p in m.invalid]},
-                        human=f"{manifest}: {len(m.jobs)} valid job(s), {len(m.invalid)} invalid row(s)")
+            import logging
+
+            for p in m.invalid:         # --skip-invalid: say which rows a run would skip
+                logging.getLogger("echo_cli.batch").warning("%s: %s", manifest, p)
+            mine = len(sh.select(m.jobs))
+            part = "" if sh.is_whole else f" ({mine} in shard {sh.label})"
+            common.emit({"manifest": str(manifest), "jobs": len(m.jobs), "shard": sh.label, "shard_jobs": mine,
+                         "invalid": [str(p) for p in m.invalid]},
+                        human=f"{manifest}: {len(m.jobs)} valid job(s){part}, {len(m.invalid)} invalid row(s)")
             return
         opts = BatchOptions(workers=workers, retries=retries, backoff=backoff, skip_invalid=skip_invalid,
-                            shard=detect_shard(shard), engine=engine, address=address, report=report,
+                            shard=sh, engine=engine, address=address, report=report,
                             progress=not (st.quiet or st.no_progress or st.json))
         summary = run_manifest(m, opts)
         d = summary.to_dict()
