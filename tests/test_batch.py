@@ -38,8 +38,11 @@ from echo_cli.batch import BatchOptions, run_batch, detect_shard
 from echo_cli.errors import EchoError
 if __name__ == "__main__":       # spawned workers re-import this file
     manifest, workers, job_fn, shard = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4] or None
+    import os
     opts = BatchOptions(workers=workers, job_fn=job_fn, shard=detect_shard(shard), retries=int(sys.argv[5]),
-                        backoff=0.05, progress=False, skip_invalid=True)
+                        backoff=0.05, progress=False, skip_invalid=True,
+                        lock_poll=float(os.environ.get("ECHO_TEST_LOCK_POLL", "0.5")),
+                        lock_wait=float(os.environ.get("ECHO_TEST_LOCK_WAIT", "900")))
     try:
         s = run_batch(manifest, opts, allow_outside=True)
         sys.exit(s.exit_code)
@@ -347,6 +350,44 @@ def test_two_batches_on_one_manifest_render_each_job_once(tmp_path):
     rendered = log.read_text().split()
     assert sorted(rendered) == sorted(set(rendered)) and len(rendered) == 8   # nobody rendered twice
     assert_complete(tmp_path, m)
+
+
+HOLDER = ("import sys, time\nfrom echo_cli.batch.locks import OutputLock\n"
+          "l = OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))")
+
+
+def _hold(out: Path, seconds: float) -> subprocess.Popen:
+    """Another live process on this host holds the job's lock for `seconds`, then leaves
+    without rendering it (a batch that died after taking the job, or one still at work)."""
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_job_held_elsewhere_is_waited_for_and_taken_over(tmp_path):
+    """A job another live process holds was recorded `locked` and the batch exited 0 with the
+    job unrendered; if the holder then failed, nobody rendered it. Now the batch waits, and
+    renders the job itself once the holder lets go without finishing it."""
+    m = small_manifest(tmp_path, 2)
+    holder = _hold(tmp_path / "out" / "job00.mp4", 2.0)
+    r = run_batch_proc(tmp_path, m, workers=1)
+    holder.wait(timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "waiting for it to finish" in r.stderr, r.stderr[-2000:]
+    assert_complete(tmp_path, m)
+
+
+def test_a_job_still_held_when_the_wait_ends_is_not_a_success(tmp_path):
+    m = small_manifest(tmp_path, 2)
+    holder = _hold(tmp_path / "out" / "job00.mp4", 120.0)
+    try:
+        r = run_batch_proc(tmp_path, m, workers=1, env={"ECHO_TEST_LOCK_WAIT": "1.5"})
+    finally:
+        holder.kill()
+    assert r.returncode == 8, r.stderr[-2000:]                  # not 0: the scheduler must run it again
+    st = {x["id"]: x for x in reports(tmp_path) if x["type"] == "job"}
+    assert st["job00"]["status"] == "locked" and "still after" in st["job00"]["error"]["message"]
+    assert st["job01"]["status"] == "done"
 
 
 @pytest.mark.parametrize("how", ["cli", "slurm", "k8s"])

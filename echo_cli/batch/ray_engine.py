@@ -41,9 +41,10 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
         import ray
     except ImportError as e:
         raise DependencyError("the Ray engine needs the 'ray' package", fix="pip install 'echo-cli[ray]'") from e
-    from echo_cli.batch.runner import _Breaker, _cleanup_after_death, _delay
+    from echo_cli.batch.runner import _Breaker, _cleanup_after_death, next_try
 
     breaker = _Breaker()
+    held_since: dict[int, float] = {}
     outer_record = record
 
     def record(r: JobResult) -> None:  # noqa: F811 - plus the batch-wide error breaker
@@ -95,11 +96,9 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
                     res = JobResult(job.id, job.line, job.index, str(job.output), status="failed",
                                     attempts=attempt, finished=time.time(),
                                     error=error_dict(WorkerCrashed(f"Ray task failed: {type(e).__name__}: {e}")))
-                if res.status == "failed" and (res.error or {}).get("transient") and attempt <= opts.retries:
-                    delay = _delay(opts, attempt)
-                    progress.note_retry(job, attempt, delay, res.error or {})
-                    summary.retried += 1
-                    waiting.append((job, attempt + 1, time.time() + delay))
+                again = next_try(res, job, attempt, opts, summary, progress, held_since)
+                if again is not None:
+                    waiting.append((job, *again))
                 else:
                     record(res)
         if breaker.error is not None and not stop["n"]:

@@ -57,6 +57,8 @@ class BatchOptions:
     job_fn: JobFn | str | None = None       # injectable job callable or "module:function"
     progress: bool = True
     threads_per_worker: int | None = None   # torch/OMP threads per worker; default cores // workers
+    lock_poll: float = 15.0                 # seconds between looks at a job another process holds
+    lock_wait: float = 900.0                # how long to wait for it (a foreign lock goes stale after 600)
 
 
 @dataclass
@@ -87,7 +89,9 @@ class BatchSummary:
             return Interrupted.exit_code
         if self.aborted:
             return int(self.aborted.get("exit_code") or 1)
-        return PartialFailure.exit_code if (self.failed or self.invalid) else 0
+        # a job still held elsewhere when the wait ran out is not done: a scheduler must run
+        # this element again rather than count the job as rendered
+        return PartialFailure.exit_code if (self.failed or self.invalid or self.locked) else 0
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -204,6 +208,13 @@ class Progress:
                 self._bar.console.print(msg)
         else:
             LOG.info("%s", msg)
+
+    def note_wait(self, job: Job, err: dict) -> None:
+        text = f"{job.id}: {err.get('message')}; waiting for it to finish"
+        if self._bar is not None:
+            self._bar.console.print(text)
+        else:
+            LOG.info("%s", text)
 
     def note_retry(self, job: Job, attempt: int, delay: float, err: dict) -> None:
         text = f"retry {attempt} of {job.id} in {delay:.1f}s after {err.get('type')}: {err.get('message')}"
@@ -419,7 +430,7 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
         setattr(summary, r.status, getattr(summary, r.status) + 1)
         if r.status == "done" and r.duration:
             summary.video_s += r.duration
-        if r.status in ("failed", "invalid"):
+        if r.status in ("failed", "invalid", "locked"):
             summary.failures.append({"id": r.id, "line": r.line, "status": r.status,
                                      "error": (r.error or {}).get("message"),
                                      "kind": (r.error or {}).get("kind"), "path": (r.error or {}).get("path")})
@@ -489,6 +500,7 @@ def _run_local(jobs: list[Job], opts: BatchOptions, record: Callable[[JobResult]
         return _Worker(ctx, f"{socket.gethostname()}:w{spawned}", job_fn_ref, ckpt, threads, warm)
 
     breaker = _Breaker()
+    held_since: dict[int, float] = {}
     outer_record = record
 
     def record(r: JobResult) -> None:  # noqa: F811 - the batch's record, plus the breaker
@@ -534,7 +546,7 @@ def _run_local(jobs: list[Job], opts: BatchOptions, record: Callable[[JobResult]
                         job, attempt = w.current
                         w.current = None
                         res = JobResult(**payload)
-                        pending -= _settle(res, job, attempt, opts, queue, record, summary, progress)
+                        pending -= _settle(res, job, attempt, opts, queue, record, summary, progress, held_since)
                     continue
                 if not w.proc.is_alive():
                     w.proc.join(timeout=1)
@@ -549,7 +561,7 @@ def _run_local(jobs: list[Job], opts: BatchOptions, record: Callable[[JobResult]
                         res = JobResult(job.id, job.line, job.index, str(job.output), status="failed",
                                         attempts=attempt, error=error_dict(exc), worker=w.name,
                                         finished=time.time())
-                        pending -= _settle(res, job, attempt, opts, queue, record, summary, progress)
+                        pending -= _settle(res, job, attempt, opts, queue, record, summary, progress, held_since)
                     elif not w.ready:
                         LOG.warning("worker %s exited before it was ready (%s)", w.name, code)
                     if pending > 0 and not stop.requested:
@@ -601,14 +613,36 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _settle(res: JobResult, job: Job, attempt: int, opts: BatchOptions, queue: deque, record,
-            summary: BatchSummary, progress: Progress) -> int:
-    """Record a final outcome (returns 1) or requeue a transient failure (returns 0)."""
+def next_try(res: JobResult, job: Job, attempt: int, opts: BatchOptions, summary: BatchSummary,
+             progress: Progress, held_since: dict) -> tuple[int, float] | None:
+    """(attempt, not-before time) of the job's next try, or None when `res` is final.
+    A transient failure: backoff, up to --retries. A job another live process holds
+    (`locked`): looked at again every lock_poll seconds until that process has finished it
+    (then it is already done) or left it (then it is ours), for at most lock_wait; a batch
+    that only recorded it would exit 0 with the job unrendered if the holder then failed.
+    held_since: job index -> when it was first found held (the caller keeps it)."""
     if res.status == "failed" and (res.error or {}).get("transient") and attempt <= opts.retries:
         delay = _delay(opts, attempt)
         progress.note_retry(job, attempt, delay, res.error or {})
         summary.retried += 1
-        queue.append((job, attempt + 1, time.time() + delay))
+        return attempt + 1, time.time() + delay
+    if res.status == "locked":
+        if job.index not in held_since:
+            held_since[job.index] = time.time()
+            progress.note_wait(job, res.error or {})
+        if time.time() - held_since[job.index] < opts.lock_wait:
+            return attempt, time.time() + opts.lock_poll
+        res.error = {**(res.error or {}), "message": f"{(res.error or {}).get('message')}, still after "
+                     f"{opts.lock_wait:.0f} s", "fix": "rerun when that process has finished"}
+    return None
+
+
+def _settle(res: JobResult, job: Job, attempt: int, opts: BatchOptions, queue: deque, record,
+            summary: BatchSummary, progress: Progress, held_since: dict) -> int:
+    """Record a final outcome (returns 1) or requeue the job (returns 0)."""
+    again = next_try(res, job, attempt, opts, summary, progress, held_since)
+    if again is not None:
+        queue.append((job, *again))
         return 0
     record(res)
     return 1
