@@ -293,6 +293,8 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"not valid YAML: {problem}", path=where,
                         fix=yaml_fix(problem, "fix the YAML syntax (indentation, colons, quotes)")) from e
+    except RecursionError as e:     # PyYAML composes recursively: thousands of nested brackets
+        raise SpecError("the YAML is nested too deeply", path=path, fix="flatten the YAML") from e
     if not isinstance(data, dict):
         raise SpecError("a dialogue file must be a YAML mapping (key: value lines)", path=f"{path}:1",
                         fix="start from `echo-cli init DIR`")
@@ -372,8 +374,12 @@ def duplicate_key(root) -> tuple[str, int, int] | None:
 
     found = []
     stack = [(root, "")]
-    while stack:
+    walked: set[int] = set()    # an aliased node is one object: walk it once (nested aliases
+    while stack:                # would otherwise cost 9^depth visits from a ten-line file)
         node, prefix = stack.pop()
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, int] = {}
             for k, v in node.value:

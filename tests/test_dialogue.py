@@ -176,6 +176,32 @@ def test_a_key_set_twice_is_an_error_at_its_second_line(folder):
     assert load_dialogue(write(folder, VALID)).user.audio.name == "u.wav"
 
 
+def test_nested_yaml_aliases_are_checked_once(folder):
+    """Ten lines of nested aliases (9 levels of 9) are 9^9 nodes when each alias is walked
+    again: the duplicate-key check took minutes on them (a hang from a small file). PyYAML
+    itself shares the aliased objects; so does the check now. The subprocess limit is a
+    hang guard, hundreds of times the second the check takes."""
+    import subprocess
+    import sys
+
+    lines = VALID.rstrip("\n").split("\n")
+    bomb = ["x_anchors:", '  - &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, n in zip("abcdefgh", "bcdefghi"):
+        bomb.append(f"  - &{n} [" + ",".join([f"*{prev}"] * 9) + "]")
+    p = write(folder, "\n".join(bomb + lines) + "\n")
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom echo_cli.dialogue import load_dialogue\n"
+                        "from echo_cli.errors import SpecError\ntry:\n    load_dialogue(sys.argv[1])\n"
+                        "except SpecError as e:\n    print(e.one_line())", str(p)],
+                       capture_output=True, text=True, timeout=60)
+    assert "'x_anchors': unknown key" in r.stdout, r.stdout + r.stderr
+
+
+def test_yaml_nested_too_deeply_is_a_spec_error(folder):
+    p = write(folder, "version: 1\nx: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    err, line = one_line_error(p)           # PyYAML composes recursively: was an internal error
+    assert err.exit_code == 3 and "nested too deeply" in line
+
+
 @pytest.mark.parametrize("out", ["media/u.mp4", "out/../media/u.mp4", "link.mp4"])
 def test_output_that_is_an_input_is_refused(folder, out):
     """Writing the video over one of its own inputs would destroy the user's media."""

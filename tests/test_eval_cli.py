@@ -190,3 +190,13 @@ def test_turns_from_a_dialogue_folder(tmp_path):
                                      "turns:\n  - {speaker: avatar, start: 0, end: 2}\n  - {speaker: user, start: 2, end: 3}\n"
                                      "output: {path: o.mp4}\n")
     assert [(t.speaker, t.start, t.end) for t in load_turns(d)] == [("avatar", 0.0, 2.0), ("user", 2.0, 3.0)]
+
+
+def test_a_turns_file_nested_too_deeply_is_a_spec_error(tmp_path):
+    from echo_cli.errors import SpecError
+    from echo_cli.eval.suite import load_turns
+
+    p = tmp_path / "turns.json"
+    p.write_text("[" * 100_000 + "]" * 100_000)       # was an internal RecursionError
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_turns(p)

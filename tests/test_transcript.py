@@ -150,6 +150,9 @@ def test_bad_transcript_files(tmp_path):
     q.write_text("{not json")
     with pytest.raises(InputError):
         TR.read_transcript(q)
+    q.write_text("[" * 100_000 + "]" * 100_000)       # json decodes nesting recursively: was an internal error
+    with pytest.raises(InputError, match="nested too deeply"):
+        TR.read_transcript(q)
 
 
 # ---------------------------------------------------------------- turns (pure)

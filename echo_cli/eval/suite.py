@@ -60,6 +60,9 @@ def load_turns(path: str | Path) -> list[Turn]:
         d = json.loads(path.read_text())
         items = d["turns"] if isinstance(d, dict) else d
         return [Turn(str(t["speaker"]), float(t["start"]), float(t["end"])) for t in items]
+    except RecursionError as e:
+        raise SpecError("not a turns list: the JSON is nested too deeply", path=path,
+                        fix='write [{"speaker": "avatar", "start": 0.0, "end": 2.5}, ...]') from e
     except (ValueError, KeyError, TypeError) as e:
         raise SpecError(f"not a turns list: {e}", path=path,
                         fix='write [{"speaker": "avatar", "start": 0.0, "end": 2.5}, ...]') from e

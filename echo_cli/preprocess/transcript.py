@@ -352,6 +352,9 @@ def read_transcript(path: str | Path) -> Transcript:
                               method="provided-json",
                               notes=["segment timings from the file; word times spread evenly within each segment"]
                               if spread else [])
+    except RecursionError as e:     # json decodes nesting recursively: a file of 100 000 brackets
+        raise InputError("cannot parse transcript: the JSON is nested too deeply", path=path,
+                         fix="use SRT, WebVTT or JSON with words that have start and end seconds") from e
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise InputError(f"cannot parse transcript: {e}", path=path,
                          fix="use SRT, WebVTT or JSON with words that have start and end seconds") from e
