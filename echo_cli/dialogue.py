@@ -69,10 +69,20 @@ class TranscriptSpec(_Strict):
     source: Literal["auto", "whisperx", "faster-whisper", "file", "none"] = "auto"
     path: Optional[Path] = Field(None, description="SRT, VTT or JSON transcript when source is `file`")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _path_means_file(cls, data):
+        if isinstance(data, dict) and data.get("path") is not None and "source" not in data:
+            return {**data, "source": "file"}        # {path: words.srt} means: read it
+        return data
+
     @model_validator(mode="after")
     def _path_for_file(self) -> "TranscriptSpec":
         if self.source == "file" and self.path is None:
             raise ValueError("`path` is required when source is `file`")
+        if self.path is not None and self.source != "file":    # it was checked, then never read
+            raise ValueError(f"`path` is only read with source `file` (source is `{self.source}`): "
+                             "set `source: file`, or remove `path`")
         return self
 
 

@@ -196,6 +196,18 @@ def test_nested_yaml_aliases_are_checked_once(folder):
     assert "'x_anchors': unknown key" in r.stdout, r.stdout + r.stderr
 
 
+def test_a_transcript_path_is_read_or_refused_never_ignored(folder):
+    """`transcript: {path: w.srt}` reads the file; a path beside another source was checked
+    as a file and then never read (the words came from speech recognition)."""
+    (folder / "w.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    base = VALID.replace("transcript:\n  source: faster-whisper", "transcript:\n  path: w.srt")
+    spec = load_dialogue(write(folder, base))
+    assert spec.transcript.source == "file" and spec.transcript.path.name == "w.srt"
+    p = write(folder, base.replace("  path: w.srt", "  source: auto\n  path: w.srt"))
+    err, line = one_line_error(p)
+    assert err.exit_code == 3 and "only read with source `file`" in line
+
+
 def test_yaml_nested_too_deeply_is_a_spec_error(folder):
     p = write(folder, "version: 1\nx: " + "[" * 50_000 + "]" * 50_000 + "\n")
     err, line = one_line_error(p)           # PyYAML composes recursively: was an internal error
