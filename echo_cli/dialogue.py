@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from echo_cli.config import SEED_MAX, RenderSettings
-from echo_cli.errors import InputError, SpecError
+from echo_cli.errors import InputError, ModelError, SpecError
 
 SPEC_VERSION = 1
 OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov")     # what the muxer writes (H.264 + AAC in MP4)
@@ -347,8 +347,10 @@ def load_dialogue(path: str | Path, *, check_files: bool = True) -> DialogueSpec
                 line, _ = _node_line(root, tuple(field.split(".")))
                 what = ("is a folder, not a file" if p.is_dir() else "is not a regular file" if p.exists()
                         else "is a broken or looping symbolic link" if p.is_symlink() else "file not found")
-                raise InputError(f"field '{field}': {what}: {p}", path=f"{path}:{line}",
-                                 fix="fix the path (relative paths start at the YAML file's folder)")
+                # a missing model is the checkpoint's exit code (5), as --checkpoint gets it
+                cls = ModelError if field == "checkpoint" else InputError
+                raise cls(f"field '{field}': {what}: {p}", path=f"{path}:{line}",
+                          fix="fix the path (relative paths start at the YAML file's folder)")
     return spec
 
 

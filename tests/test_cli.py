@@ -82,6 +82,7 @@ GOOD = "version: 1\navatar:\n  image: media/a.png\n  audio: media/a.wav\noutput:
     (GOOD + "  colour: red\n", 3, ":7:", "output.colour"),                       # unknown key
     (GOOD + "seed: -1\n", 3, ":7:", "seed"),                                     # bad value
     (GOOD + "seed: 1\npreset: qualty\n", 3, ":8:", "preset"),                   # unknown preset
+    (GOOD + "checkpoint: nope.safetensors\n", 5, ":7:", "checkpoint"),           # a missing model: exit 5
 ])
 def test_bad_yaml_exits_with_one_line_and_writes_nothing(spec_dir, text, code, where, field):
     y = spec_dir / "d.yaml"
@@ -137,6 +138,19 @@ def test_unwritable_cache_folder_is_an_output_error(tmp_path, shared_data):
             env={"ECHO_CACHE_DIR": str(blocker / "cache")})
     assert_one_line_error(r, 7)
     assert "ECHO_CACHE_DIR" in r.stderr and "cache folder" in r.stderr
+
+
+def test_dry_run_checks_the_checkpoint_as_the_render_does(tmp_path, shared_data):
+    """--dry-run said "valid" for a --checkpoint the render then refused; an image given as
+    the checkpoint was reported as 'NAME.jpg.safetensors: not found', a file never named."""
+    sample = REPO / "samples" / "real_dialogue.yaml"
+    r = cli("render", sample, "--dry-run", "--output", tmp_path / "o.mp4", "--checkpoint", tmp_path / "nope.safetensors")
+    assert_one_line_error(r, 5)
+    assert "checkpoint not found" in r.stderr
+    img = shared_data / "portraits" / "d12.jpg"
+    r = cli("render", sample, "--dry-run", "--output", tmp_path / "o.mp4", "--checkpoint", img)
+    assert_one_line_error(r, 5)
+    assert "not a checkpoint" in r.stderr and f"{img}:" in r.stderr and ".jpg.safetensors" not in r.stderr
 
 
 def test_json_version_is_one_json_object():

@@ -246,7 +246,16 @@ def preflight(spec) -> dict:
                           path=spec.output.path, fix="write the video to another file (output.path or --output)")
     _writable_dir(spec.output.path)
     _writable_cache()
+    _readable_checkpoint(spec)
     return infos
+
+
+def _readable_checkpoint(spec) -> None:
+    """The checkpoint exists and is one (a safetensors header and its config; no tensors
+    read): a dry run that says "valid" for a --checkpoint the render would refuse misleads."""
+    from echo_cli.model.checkpoint import read_config
+
+    read_config(Path(spec.checkpoint) if spec.checkpoint else default_checkpoint())
 
 
 ABLATIONS = {"lpe", "hbcu", "lau"}      # paper components that can be switched off at inference

@@ -96,6 +96,10 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix.lower() in PICKLE_SUFFIXES or (p.is_file() and p.suffix not in (".safetensors", ".json")):
         _refuse_pickle(p)
+        # an image or any other file: say so (looking for "NAME.jpg.safetensors" named a file
+        # the user never wrote)
+        raise ModelError("not a checkpoint: echo-cli checkpoints are NAME.safetensors files", path=p,
+                         fix="pass the path of a NAME.safetensors written by `echo-cli train`")
     if p.is_dir():
         raise ModelError("this is a folder, not a checkpoint", path=p,
                          fix="pass the path of a NAME.safetensors written by `echo-cli train`")
