@@ -59,6 +59,7 @@ CASES: list[Case] = [
     Case("video_1fps", "input", "user video at 1 fps", "resampled to the output fps; renders", OK),
     Case("video_120fps", "input", "user video at 120 fps", "resampled to the output fps; renders", OK),
     Case("video_vfr", "input", "user video with variable frame rate", "resampled on timestamps; renders", OK),
+    Case("user_video_cut_off", "input", "user video whose header declares 3 s while its data stops after about 1 s (index first, payload cut)", "renders, holding its last good frame; warns that the picture stops early", OK),
     Case("video_rotated", "input", "phone video stored sideways with a 90° display rotation (avatar)", "frames read display-oriented; renders", OK),
     Case("non_square_pixels", "input", "avatar video with SAR 15:16 (../shared/data/clips/d9.mp4)", "frames read with square pixels; renders", OK),
     Case("image_8k", "input", "7680×4320 avatar image", "downscaled for detection; renders", OK),
@@ -537,6 +538,9 @@ BUILDERS: dict[str, Callable[[Path, Base], Scenario]] = {
                                          "no speech found in the avatar's audio"),
     "wav_8h_header": b_8h,
     "video_1fps": _user_video(lambda tmp: mf.face_clip(tmp / "u1.mp4", 3.0, r=1)),
+    "user_video_cut_off": lambda tmp, b: _says(simple(tmp, b, user_video=mf.truncated(
+        mf.face_clip(tmp / "whole.mp4", 3.0, extra=("-movflags", "+faststart")), tmp / "cut.mp4", 0.35)),
+        "the picture stops at"),
     "video_120fps": _user_video(lambda tmp: mf.face_clip(tmp / "u120.mp4", 2.0, vf="minterpolate=fps=120:mi_mode=dup")),
     "video_vfr": _user_video(lambda tmp: mf.vfr_clip(tmp / "vfr.mp4")),
     "video_rotated": b_rotated,

@@ -419,7 +419,24 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
     if "transcript_file" in infos:      # parsed (and checked) by preflight
         out["transcript_file"] = infos["transcript_file"]
     _say_if_the_avatar_never_speaks(spec, out)
+    _say_if_the_user_picture_stops_early(spec, out, settings.fps)
     return out
+
+
+def _say_if_the_user_picture_stops_early(spec, pre: dict, fps: float) -> None:
+    """A damaged or cut-off user video can probe as whole and then decode only its first
+    part (ffmpeg exits 0 after "partial file"): its last good frame is then held, the side
+    by side panel freezes and the avatar reacts to a still face. Preflight's length check
+    reads the header, so this one reads what was decoded."""
+    rec = pre.get("user_video")
+    face, info = (rec.get("face"), rec.get("info")) if isinstance(rec, dict) else (None, None)
+    if face is None or info is None or info.is_image or not info.duration:
+        return
+    decoded = face.n_frames / fps
+    if info.duration - decoded > TURN_SLACK_S:
+        logger.warning("%s: the picture stops at %.1f s of the %.1f s the file declares (damaged or cut off?): its "
+                       "last frame is held for the rest (re-export the video, or check that it plays to the end)",
+                       spec.user.video, decoded, info.duration)
 
 
 def _say_if_the_avatar_never_speaks(spec, pre: dict) -> None:
