@@ -331,11 +331,27 @@ def test_signal_stops_cleanly_and_rerun_finishes(tmp_path, sig):
     assert p.returncode == 130, err
     assert "error:" in err and "Traceback" not in err
     assert leftovers(tmp_path / "out") == []
-    statuses = [x["status"] for x in reports(tmp_path) if x["type"] == "job"]
+    recs = reports(tmp_path)
+    statuses = [x["status"] for x in recs if x["type"] == "job"]
     assert "interrupted" in statuses
+    # every job has its line (the ones never started too) and the counts add up
+    summary = next(x for x in recs if x["type"] == "summary")
+    assert len(statuses) == 8 == summary["total"]
+    assert sum(summary[k] for k in ("done", "skipped", "failed", "invalid", "locked", "interrupted")) == 8
     r = run_batch_proc(tmp_path, m, workers=2)
     assert r.returncode == 0, r.stderr
     assert_complete(tmp_path, m)
+
+
+def test_a_stopped_batch_prints_its_summary_with_the_error_under_json(capsys):
+    """docs/batch.md: under --json the summary is on stdout; a stopped batch printed the
+    error object alone."""
+    from echo_cli.cli import main
+
+    main._report("error: m.jsonl: stopped", {"kind": "interrupted", "exit_code": 130}, ["--json", "batch", "m.jsonl"],
+                 {"total": 8, "done": 2, "interrupted": 6})
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["ok"] is False and payload["error"]["kind"] == "interrupted" and payload["total"] == 8
 
 
 def test_two_batches_on_one_manifest_render_each_job_once(tmp_path):

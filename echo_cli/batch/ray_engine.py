@@ -41,7 +41,7 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
         import ray
     except ImportError as e:
         raise DependencyError("the Ray engine needs the 'ray' package", fix="pip install 'echo-cli[ray]'") from e
-    from echo_cli.batch.runner import _Breaker, _cleanup_after_death, next_try
+    from echo_cli.batch.runner import _Breaker, _cleanup_after_death, next_try, record_not_started
 
     breaker = _Breaker()
     held_since: dict[int, float] = {}
@@ -116,6 +116,7 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
                                  attempts=attempt, finished=time.time(),
                                  error={"kind": "interrupted", "message": "stopped by signal; partial output removed",
                                         "transient": True}))
+            record_not_started([job for job, _, _ in waiting], record)
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -468,8 +468,11 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
         err.kind = a.get("kind") or "error"
         raise err
     if summary.interrupted:
-        raise Interrupted(f"stopped after {summary.done} done, {summary.interrupted} in flight discarded",
-                          path=manifest.path, fix="rerun the same command to finish the remaining jobs")
+        err = Interrupted(f"stopped after {summary.done} done; {summary.interrupted} not finished (in flight, "
+                          "discarded, or not started)", path=manifest.path,
+                          fix="rerun the same command to finish the remaining jobs")
+        err.details = summary.to_dict()     # --json: the summary, as a finished batch prints it
+        raise err
     return summary
 
 
@@ -650,7 +653,8 @@ def _settle(res: JobResult, job: Job, attempt: int, opts: BatchOptions, queue: d
 
 def _interrupt(workers: list[_Worker], queue: deque, record, stop: _Stop) -> None:
     """Stop in-flight renders (SIGTERM, then SIGKILL after a grace period), remove their partial
-    files, and record them as interrupted. Jobs never started are simply left for the rerun."""
+    files, and record them as interrupted; jobs never started are recorded too (attempts 0),
+    so the report has a line for every job and its counts add up to the total."""
     busy = [w for w in workers if w.current is not None]
     for w in busy:
         try:
@@ -684,6 +688,15 @@ def _interrupt(workers: list[_Worker], queue: deque, record, stop: _Stop) -> Non
                              error={"kind": "interrupted", "message": "stopped by signal; partial output removed",
                                     "transient": True}))
         w.current = None
+    record_not_started([job for job, _, _ in queue], record)
+    queue.clear()
+
+
+def record_not_started(jobs: list[Job], record) -> None:
+    for job in jobs:
+        record(JobResult(job.id, job.line, job.index, str(job.output), status="interrupted", attempts=0,
+                         finished=time.time(), error={"kind": "interrupted", "transient": True,
+                                                      "message": "not started: the batch was stopped"}))
 
 
 def run_batch(manifest_path: str | Path, opts: BatchOptions | None = None, *, allow_outside: bool = False,

@@ -71,8 +71,9 @@ def emit(result: dict, human: str | None = None, ok: bool = True) -> None:
         print(human)
 
 
-def emit_error(err_dict: dict) -> None:
-    payload = {"ok": False, "command": state().command, "error": err_dict}
+def emit_error(err_dict: dict, details: dict | None = None) -> None:
+    """details: what the command had done when it stopped (a stopped batch's summary)."""
+    payload = {"ok": False, "command": state().command, "error": err_dict, **(details or {})}
     sys.stdout.write(json.dumps(payload, default=_default) + "\n")
     sys.stdout.flush()
 

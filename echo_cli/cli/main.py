@@ -134,7 +134,7 @@ def run(argv: list[str] | None = None) -> None:
             raise KeyboardInterrupt
     except EchoError as e:
         code = e.exit_code
-        _report(e.one_line(), e.to_dict(), argv)
+        _report(e.one_line(), e.to_dict(), argv, getattr(e, "details", None))
     except (KeyboardInterrupt, typer.Abort):
         what = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
         if common.state().command == "train":       # its state was saved at the last step
@@ -215,10 +215,10 @@ def _sigterm_unwinds() -> None:
                 signal.signal(sig, handler)
 
 
-def _report(line: str, err: dict, argv: list[str]) -> None:
+def _report(line: str, err: dict, argv: list[str], details: dict | None = None) -> None:
     print(line, file=sys.stderr)
     if common.state().json or _json_requested(argv):
-        common.emit_error(err)
+        common.emit_error(err, details)
 
 
 if __name__ == "__main__":
