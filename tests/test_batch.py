@@ -489,6 +489,12 @@ def test_cli_check_lists_bad_rows_with_line_numbers(tmp_path):
     r = subprocess.run(mf.cli_cmd("batch", str(m), "--check", "--skip-invalid", "--shard", "2/2"),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "out of range" in r.stderr, r.stderr
+    # an output below a regular file is the row's error at validation (it failed mid-run as
+    # "cannot create the lock file: File exists")
+    (tmp_path / "afile").write_text("x")
+    m.write_text(m.read_text() + '{"reference": "in/ref.png", "audio": "in/a.wav", "output": "afile/x.mp4"}\n')
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--check"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and "line 5" in r.stderr and "afile is a regular file" in r.stderr, r.stderr
 
 
 def test_cli_emit_and_help(tmp_path):

@@ -268,6 +268,15 @@ def _read_jsonl(text: str, path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
+def _file_in_the_way(output: Path) -> Path | None:
+    """The nearest existing folder above `output`, when it is a file instead (nothing can be
+    written below it)."""
+    p = output.parent
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    return p if os.path.lexists(p) and not p.is_dir() else None
+
+
 def _unique_keys(pairs: list) -> dict:
     out: dict = {}
     for k, v in pairs:
@@ -442,6 +451,9 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 output = output_dir / f"{jid}.mp4"
             if output.suffix.lower() not in OUTPUT_SUFFIXES:
                 raise ValueError(f"output must be an .mp4 file, got '{output.name}'")
+            blocker = _file_in_the_way(output)
+            if blocker is not None:             # found now, not as "cannot create the lock file" mid-run
+                raise ValueError(f"the output folder {blocker} is a regular file")
             clash = next((k for k, p in {**inputs, **dialogue_media}.items() if same_file(p, output)), None)
             if clash is not None:
                 raise ValueError(f"the output {output} is also the input {clash}; rendering would overwrite it")
