@@ -131,6 +131,20 @@ def test_dialogue_rows_take_the_dialogues_output(folder):
     assert [j.output for j in m.jobs] == [(folder / "out" / "talk.mp4").resolve()]
     msgs = {p.line: p.message for p in m.invalid}
     assert "imag" in msgs[2] and "not both" in msgs[3]
+    assert "did you mean 'image'?" in msgs[2]        # the dialogue's own hint survives in the row's message
+
+
+def test_typos_get_a_hint_and_a_defaults_typo_is_the_headers_error(folder):
+    """A typo in `defaults:` was reported as every row's error (with the fix to skip those
+    rows: all of them); row typos lost the "did you mean" a dialogue.yaml gets."""
+    (folder / "m.yaml").write_text("version: 1\ndefaults: {preset: draft, trancript: none}\njobs:\n"
+                                   "  - {reference: media/a.png, audio: media/a.wav}\n")
+    with pytest.raises(SpecError) as e:
+        load_manifest(folder / "m.yaml")
+    assert f"{folder / 'm.yaml'}:2:" in e.value.one_line() and "did you mean 'transcript'?" in e.value.one_line()
+    (folder / "r.yaml").write_text("- {refrence: media/a.png, audio: media/a.wav}\n")
+    m = load_manifest(folder / "r.yaml")
+    assert "did you mean 'reference'?" in m.invalid[0].message
 
 
 @pytest.mark.parametrize("text,needle", [

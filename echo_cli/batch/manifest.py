@@ -176,6 +176,7 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
         defaults = data.get("defaults") or {}
         if not isinstance(defaults, dict):
             raise SpecError("'defaults' must be a mapping of field: value", path=path, fix="see docs/batch.md")
+        _check_default_keys(root, path)
         data = data.get("jobs")
         items_node = next((v for k, v in root.value if getattr(k, "value", None) == "jobs"), None)
         if data is None:
@@ -193,6 +194,29 @@ def _read_yaml(text: str, path: Path) -> tuple[list[tuple[int, Any]], dict]:
             item = ValueError(f"key '{dup[0]}' is set twice (lines {dup[1]} and {dup[2]}); keep one of them")
         rows.append((line, item))
     return rows, defaults
+
+
+def _known_keys() -> list[str]:
+    return [*ManifestRow.model_fields, *SETTING_KEYS]
+
+
+def _did_you_mean(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, _known_keys(), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_default_keys(root, path: Path) -> None:
+    """A typo in `defaults:` is the header's one error at its own line (it was reported as
+    every row's, with the fix to skip those rows: all of them)."""
+    node = next((v for k, v in root.value if getattr(k, "value", None) == "defaults"), None)
+    for k, _ in getattr(node, "value", None) or []:
+        key = getattr(k, "value", None)
+        if isinstance(key, str) and key not in _known_keys():
+            raise SpecError(f"field 'defaults.{key}': unknown key{_did_you_mean(key)}",
+                            path=f"{path}:{k.start_mark.line + 1}",
+                            fix="remove or correct it (a row's fields or render settings, docs/batch.md)")
 
 
 def _repeated(root, key: str) -> tuple[str, int, int] | None:
@@ -333,6 +357,8 @@ def _pydantic_message(e: ValidationError) -> str:
     for err in e.errors()[:3]:
         loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            msg = f"unknown key{_did_you_mean(str(err['loc'][-1]))}"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
@@ -470,7 +496,9 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
         except ValidationError as e:
             invalid.append(RowProblem(line, _pydantic_message(e), index, _row_id(raw, seen_id)))
         except EchoError as e:
-            invalid.append(RowProblem(line, f"{e.path + ': ' if e.path else ''}{e.message}", index, _row_id(raw, seen_id)))
+            hint = f" ({e.fix})" if (e.fix or "").startswith("did you mean") else ""   # a dialogue's typo hint
+            invalid.append(RowProblem(line, f"{e.path + ': ' if e.path else ''}{e.message}{hint}", index,
+                                      _row_id(raw, seen_id)))
         except (ValueError, TypeError, OSError, RecursionError) as e:
             invalid.append(RowProblem(line, str(e) or type(e).__name__, index, _row_id(raw, seen_id)))
     # a job may not write what another job reads: that job would render from a video made
