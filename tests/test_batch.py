@@ -266,6 +266,37 @@ def _in_flight(out: Path) -> bool:
     return out.is_dir() and any(p.name.startswith(".") and ".part" in p.name for p in out.iterdir())
 
 
+def test_workers_stop_when_the_batch_is_killed_outright(tmp_path):
+    """SIGKILL of the batch itself (the OOM killer, a scheduler): its workers used to finish
+    their renders for nobody; they now stop as a SIGTERM stops them (partial files removed,
+    locks released), and a rerun finishes the manifest."""
+    m = small_manifest(tmp_path, 6)
+    log = tmp_path / "renders.log"
+    p = start_batch(tmp_path, m, workers=2, env={"ECHO_TEST_SLEEP": "5", "ECHO_TEST_RENDER_LOG": str(log)})
+    try:
+        assert mf.wait_for(lambda: _in_flight(tmp_path / "out"), 120, 0.05)
+        pids = worker_pids(p.pid)
+        assert pids
+        p.kill()
+        p.communicate(timeout=60)
+        gone = lambda: not any(Path(f"/proc/{q}").exists() and "zombie" not in _state(q) for q in pids)  # noqa: E731
+        assert mf.wait_for(gone, 30, 0.1), "workers outlived the killed batch"
+    finally:
+        p.kill()
+    assert not log.exists(), "a worker finished its render after the batch was gone"
+    assert leftovers(tmp_path / "out") == [] and not list((tmp_path / "out").glob("*.echo.lock"))
+    r = run_batch_proc(tmp_path, m, workers=2)
+    assert r.returncode == 0, r.stderr
+    assert_complete(tmp_path, m)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def test_sigkill_workers_then_rerun_completes_exactly_once(tmp_path):
     n = 16
     m = small_manifest(tmp_path, n)
@@ -292,6 +323,7 @@ def test_sigkill_workers_then_rerun_completes_exactly_once(tmp_path):
     assert p.returncode in (0, 8)           # retries=0: the killed jobs fail this time (crashed)
     crashed = [x for x in reports(tmp_path) if x.get("status") == "failed"]
     assert crashed and all(x["error"]["type"] == "WorkerCrashed" for x in crashed)
+    assert all(x["error"]["kind"] == "crash" and x["error"]["fix"] for x in crashed)   # not "internal" (a bug)
     assert leftovers(tmp_path / "out") == []               # killed renders left nothing behind
     r = run_batch_proc(tmp_path, m, workers=2, env=env)
     assert r.returncode == 0, r.stderr
@@ -732,6 +764,7 @@ def test_cli_json_says_not_ok_when_no_job_completed(tmp_path):
     assert "no job completed" in r.stderr and "the others completed" not in r.stderr
     job_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: line")]
     assert len(job_lines) == 2 and all("ref.png" in ln for ln in job_lines), job_lines   # the file at fault
+    assert all("(fix: " in ln for ln in job_lines), job_lines                            # and the fix
 
 
 def test_rows_with_their_own_broken_checkpoint_fail_alone(tmp_path):

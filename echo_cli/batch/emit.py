@@ -55,7 +55,7 @@ def emit_slurm(manifest: str | Path, opts: EmitOptions) -> str:
     throttle = f"%{opts.max_parallel}" if opts.max_parallel else ""
     lines = [
         "#!/bin/bash",
-        f"# SLURM array for {_label(manifest.name)}: {opts.shards} shard(s). Submit with: sbatch {shlex.quote(opts.name)}.sbatch",
+        f"# SLURM array for {_label(manifest.name)}: {opts.shards} shard(s). Save it (e.g. > render.sbatch) and submit: sbatch render.sbatch",
         "# Each element renders shard SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT (detected by echo-cli).",
         "# Resubmitting the same script after failures or preemption renders only what is missing.",
         f"#SBATCH --job-name={opts.name}",

@@ -176,6 +176,10 @@ def error_dict(exc: BaseException) -> dict:
         exc = from_os_error(exc) or exc
     if isinstance(exc, EchoError):
         d = exc.to_dict()
+    elif isinstance(exc, WorkerCrashed):     # killed from outside (OOM killer, a signal): not a bug of ours
+        d = {"kind": "crash", "exit_code": 1, "path": None, "message": str(exc),
+             "fix": "rerun the batch (done jobs are skipped); if it recurs, give each worker more memory "
+                    "(fewer --workers)"}
     else:
         d = {"kind": "internal", "exit_code": 1, "path": getattr(exc, "filename", None),
              "message": f"{type(exc).__name__}: {exc}", "fix": None,

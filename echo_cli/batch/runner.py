@@ -240,6 +240,22 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Terminate()
 
 
+def _leave_with_parent(parent: int) -> None:
+    """A batch killed outright (SIGKILL, the OOM killer) cannot stop its workers: each would
+    finish its render for nobody and hold its models until then. Watch the parent; when it is
+    gone, stop as a SIGTERM stops a job (unwound, temporary files removed, lock released)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_GRACE_S)
+        os._exit(1)                 # the job did not unwind in time (stuck in native code)
+
+    threading.Thread(target=watch, name="echo-parent-watch", daemon=True).start()
+
+
 def _warm_up() -> None:
     """Load models once per worker, when the render API offers a hook for it."""
     try:
@@ -263,6 +279,7 @@ def _worker_main(conn: Connection, job_fn_ref: Any, ckpt: str, name: str, thread
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _leave_with_parent(os.getppid())
     # results travel over `conn`; whatever a library prints goes to stderr, never into the
     # parent's stdout (one JSON object under --json)
     sys.stdout.flush()
@@ -433,7 +450,8 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
         if r.status in ("failed", "invalid", "locked"):
             summary.failures.append({"id": r.id, "line": r.line, "status": r.status,
                                      "error": (r.error or {}).get("message"),
-                                     "kind": (r.error or {}).get("kind"), "path": (r.error or {}).get("path")})
+                                     "kind": (r.error or {}).get("kind"), "path": (r.error or {}).get("path"),
+                                     "fix": (r.error or {}).get("fix")})
 
     for p in invalid:
         record(JobResult(id=p.id or f"line{p.line}", line=p.line, index=p.index, output="", status="invalid",

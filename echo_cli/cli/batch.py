@@ -63,7 +63,8 @@ def register(app: typer.Typer) -> None:
 
         if emit is not None:
             _emit(manifest, m, emit, shards, workers, cpus, mem, time_limit, partition, image, pvc,
-                  retries=retries, skip_invalid=skip_invalid, allow_outside=allow_outside, output_dir=output_dir)
+                  retries=retries, skip_invalid=skip_invalid, allow_outside=allow_outside, output_dir=output_dir,
+                  backoff=backoff, report=report)
             return
         sh = detect_shard(shard)        # a bad --shard (or array env) is a usage error for --check too
         if check:
@@ -95,7 +96,8 @@ def register(app: typer.Typer) -> None:
             for f in summary.failures[:20]:
                 # the file the error is about, unless its message already names it
                 where = f"{f['path']}: " if f.get("path") and str(f["path"]) not in (f["error"] or "") else ""
-                print(f"error: line {f['line']} ({f['id']}): {where}{f['error']}", file=sys.stderr)
+                fix = f" (fix: {f['fix']})" if f.get("fix") else ""
+                print(f"error: line {f['line']} ({f['id']}): {where}{f['error']}{fix}", file=sys.stderr)
             others = "the others completed" if summary.done + summary.skipped else "no job completed"
             print(f"error: {summary.failed + summary.invalid} job(s) failed; {others} "
                   f"(fix: see {summary.report}, correct the inputs and rerun)", file=sys.stderr)
@@ -103,7 +105,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _emit(manifest: Path, m, kind: str, shards, workers, cpus, mem, time_limit, partition, image, pvc, *,
-          retries: int, skip_invalid: bool, allow_outside: bool, output_dir) -> None:
+          retries: int, skip_invalid: bool, allow_outside: bool, output_dir, backoff: float, report) -> None:
     import sys
 
     from echo_cli.batch.emit import EmitOptions, emit_k8s, emit_slurm
@@ -116,10 +118,13 @@ def _emit(manifest: Path, m, kind: str, shards, workers, cpus, mem, time_limit, 
                         ("--pvc", pvc)):
         if value is not None and (not value or any(c.isspace() or not c.isprintable() for c in value)):
             raise UsageError(f"{flag} must be one word without spaces, got {value!r}", fix=f"e.g. {flag} value")
+    if report is not None:      # every element writes its own shard report; one path would be clobbered
+        raise UsageError("--report names one file; the elements of an array job each write their own "
+                         "(<manifest>.shard<i>of<n>.report.jsonl beside the manifest)", fix="drop --report with --emit")
     if m.invalid and not skip_invalid:
         m.raise_if_invalid()
     n = shards or max(1, min(len(m.jobs), 16))
-    args = ["--retries", str(retries)]
+    args = ["--retries", str(retries), "--backoff", f"{backoff:g}"]
     if skip_invalid:
         args.append("--skip-invalid")
     if allow_outside:
