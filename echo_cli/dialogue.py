@@ -146,6 +146,10 @@ class DialogueSpec(_Strict):
             raise ValueError("@output.layout@ layout side-by-side needs user.video")
         if self.output.audio_mix == "both" and self.user is None:
             raise ValueError("@output.audio_mix@ audio_mix both needs a user (user.audio or user.video)")
+        for k in ("fps", "size", "crf"):       # one dialogue level: which of the two would win is a guess
+            if self.settings is not None and getattr(self.settings, k, None) is not None \
+                    and getattr(self.output, k) is not None:
+                raise ValueError(f"@settings.{k}@ {k} is set both here and as output.{k}; keep one of them")
         for speaker in ("avatar", "user"):
             spans = sorted((t.start, t.end, i) for i, t in enumerate(self.turns or []) if t.speaker == speaker)
             for (s0, e0, i0), (s1, e1, i1) in zip(spans, spans[1:]):

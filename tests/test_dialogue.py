@@ -208,6 +208,14 @@ def test_a_transcript_path_is_read_or_refused_never_ignored(folder):
     assert err.exit_code == 3 and "only read with source `file`" in line
 
 
+def test_a_setting_in_output_and_settings_both_is_an_error(folder):
+    """output.fps and settings.fps are the same level of the precedence chain: one was
+    dropped without a word."""
+    p = write(folder, VALID.replace("settings:\n  steps: 3", "settings:\n  steps: 3\n  fps: 24"))
+    err, line = one_line_error(p)
+    assert err.exit_code == 3 and "settings.fps" in line and "output.fps" in line
+
+
 def test_yaml_nested_too_deeply_is_a_spec_error(folder):
     p = write(folder, "version: 1\nx: " + "[" * 50_000 + "]" * 50_000 + "\n")
     err, line = one_line_error(p)           # PyYAML composes recursively: was an internal error
