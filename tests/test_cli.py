@@ -182,6 +182,17 @@ def test_device_and_attention_that_cannot_run_fail_before_any_work(shared_data):
         assert cli("render", y, "--device", "cuda", "--attention", "xformers", "--dry-run").returncode == 0
 
 
+def test_a_device_from_the_dialogue_that_cannot_run_names_its_line(tmp_path, shared_data):
+    """`settings: {attention: xformers}` in the YAML: the error named a flag, not the file."""
+    y = tmp_path / "d.yaml"
+    y.write_text(f"version: 1\navatar:\n  image: {shared_data / 'portraits' / 's0.jpg'}\n"
+                 f"  audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}\noutput: {{path: out/x.mp4}}\n"
+                 "settings:\n  device: cpu\n  attention: xformers\n")
+    r = cli("render", y, "--dry-run")
+    assert_one_line_error(r, 6)
+    assert "d.yaml:8 (settings.attention)" in r.stderr and "settings.attention: auto" in r.stderr, r.stderr
+
+
 def test_json_doctor_is_valid_json():
     r = cli("--json", "doctor")
     payload = json.loads(r.stdout)                      # exactly one JSON document on stdout
@@ -292,6 +303,24 @@ output: {{path: out/x.mp4}}
     assert_one_line_error(r, 4)
     assert "d.yaml:4" in r.stderr and "avatar.audio" in r.stderr and "no audio stream" in r.stderr
     assert not (d / "out").exists()
+
+
+def test_errors_found_while_preprocessing_name_the_yaml_field_too(tmp_path, shared_data):
+    """"no face found" came with the file alone, where preflight's errors name the YAML line
+    and field that gave it."""
+    import cv2
+    import skimage.data
+
+    d = tmp_path / "p"
+    d.mkdir()
+    cv2.imwrite(str(d / "cat.png"), cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR))
+    y = d / "d.yaml"
+    y.write_text(f"version: 1\navatar:\n  image: cat.png\n  audio: {shared_data / 'audio' / 'RD_Radio31_000.wav'}\n"
+                 "output: {path: out/x.mp4}\n")
+    r = cli("render", y)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 4 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "d.yaml:3 (avatar.image:" in errors[0] and "no face" in errors[0], errors
 
 
 def test_dry_run_validates_real_dialogue_without_writing(tmp_path, shared_data):

@@ -261,3 +261,17 @@ def test_output_folder_removed_mid_write_is_named(tmp_path):
             for i in range(100):
                 w.write(np.zeros((64, 64, 3), np.uint8))
     assert e.value.exit_code == 7 and not out.exists()
+
+
+def test_ffmpeg_stderr_is_quoted_as_whole_lines_for_a_person():
+    """Errors quote ffmpeg's stderr: its tail was cut at a character count ("ing input | [aac @
+    0x55...]"); now whole lines, each once, without the decoder-address prefixes."""
+    from echo_cli.media.ffmpeg import tail
+
+    err = ("[aac @ 0x555ac947d280] channel element 0.0 duplicate\n"
+           "[aist#0:1/aac @ 0x55f0c0] [dec:aac @ 0x55ed40] Error submitting packet to decoder: Invalid data\n"
+           "[aist#0:1/aac @ 0x55f0c0] [dec:aac @ 0x55ed40] Error submitting packet to decoder: Invalid data\n") * 20
+    out = tail(err, 120)
+    assert out == "channel element 0.0 duplicate | Error submitting packet to decoder: Invalid data"
+    assert "0x" not in tail(err) and len(tail(err)) <= 600
+    assert tail("") == "" and tail(b"one line\n") == "one line"

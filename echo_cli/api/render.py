@@ -182,6 +182,15 @@ def _writable_cache() -> None:
                           path=root, fix="set ECHO_CACHE_DIR to a writable folder")
 
 
+def field_where(spec, field: str, p) -> str:
+    """`dialogue.yaml:LINE (field: path)` for an error about the file a field names (the
+    bare path when the spec came from inline inputs)."""
+    from echo_cli.dialogue import yaml_line
+
+    src = spec.source_path
+    return f"{yaml_line(src, field)} ({field}: {p})" if src else str(p)
+
+
 def preflight(spec) -> dict:
     """ffmpeg, inputs, output. Returns {'avatar_ref': MediaInfo, 'avatar_audio': ..., ...} and,
     for `transcript: {source: file}`, 'transcript_file': the parsed Transcript."""
@@ -193,7 +202,7 @@ def preflight(spec) -> dict:
     src = spec.source_path
 
     def where(field: str, p: Path) -> str:
-        return f"{yaml_line(src, field)} ({field}: {p})" if src else str(p)
+        return field_where(spec, field, p)
 
     def check(field: str, p: Path, need_video=False, need_audio=False):
         try:
@@ -412,7 +421,14 @@ def run_preprocess(spec, settings: RenderSettings, infos: dict) -> dict:
         # which also says when there is none): a face that shows up late is no error here
         track = TrackSettings(min_found=0.0) if key == "avatar_ref" and spec.avatar.video else TrackSettings()
         opts = pipeline.PreprocessOptions(fps=settings.fps, transcript=tr, on_disk=True, track=track, **wanted)
-        out[key] = _call(pipeline.preprocess_media, path, cache=True, options=opts)
+        try:
+            out[key] = _call(pipeline.preprocess_media, path, cache=True, options=opts)
+        except InputError as e:         # "no face found", a decode failure: name the YAML field too
+            if not spec.source_path or str(e.path) != str(path):
+                raise
+            field = {"avatar_ref": "avatar.image" if spec.avatar.image else "avatar.video",
+                     "avatar_audio": "avatar.audio", "user_video": "user.video", "user_audio": "user.audio"}[key]
+            raise InputError(e.message, path=field_where(spec, field, path), fix=e.fix) from e
         if isinstance(out[key], dict):
             out[key]["path"] = str(path)
             out[key]["n_samples"] = _n_samples(out[key].get("audio"))
@@ -654,7 +670,18 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
             # an explicit --device/--attention that cannot run here fails now, not after
             # minutes of preprocessing (auto always resolves)
             from echo_cli.model.attention import place
-            place(settings.device, settings.attention)
+            try:
+                place(settings.device, settings.attention)
+            except DependencyError as e:        # set in the dialogue, not by a flag: point at its line
+                k = "attention" if "attention" in e.message else "device"       # what place() refused
+                if (overrides or {}).get(k) is not None or not spec.source_path \
+                        or spec.setting_overrides().get(k) is None:
+                    raise
+                from echo_cli.dialogue import yaml_line
+
+                raise DependencyError(e.message, path=f"{yaml_line(spec.source_path, f'settings.{k}')} (settings.{k})",
+                                      fix=f"set settings.{k}: auto (or {'cpu' if k == 'device' else 'sdpa'}) in the "
+                                          "dialogue") from None
     with timed("preflight"):
         infos = preflight(spec)
     result: dict[str, Any] = {"output": str(spec.output.path), "preset": spec.preset, "seed": spec.seed,

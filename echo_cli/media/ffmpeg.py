@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,8 +86,18 @@ def tail(stderr: bytes | str | None, n: int = STDERR_TAIL) -> str:
     if not stderr:
         return ""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return text[-n:]
+    # the last whole lines that fit (a cut in mid-word reads as garbage), each once, without
+    # ffmpeg's "[aac @ 0x55...]" prefixes: the message is for a person, not a debugger
+    lines = []
+    for line in reversed([ln.strip() for ln in text.strip().splitlines() if ln.strip()]):
+        line = re.sub(r"^(\[[^\]]*@ 0x[0-9a-f]+\]\s*)+", "", line).strip()
+        if not line or line in lines:
+            continue
+        if lines and sum(len(x) + 3 for x in lines) + len(line) > n:
+            break
+        lines.append(line)
+    out = " | ".join(reversed(lines))
+    return out if len(out) <= n else out[-n:].split(" ", 1)[-1]
 
 
 def run(args: Sequence[str], *, what: str, path: str | Path | None = None,
