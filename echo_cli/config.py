@@ -19,7 +19,7 @@ SEED_MAX = 2**31 - 1        # one bound for --seed, dialogue.yaml and manifest r
 
 class RenderSettings(BaseModel):
     """Every knob a preset may set. Field comments are the documentation."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     fps: float = Field(25.0, gt=0, le=120, description="output frame rate")
     size: int = Field(512, ge=64, le=4096, description="output height in pixels; the width keeps the "

@@ -21,7 +21,8 @@ OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov")     # what the muxer writes (H.264 + 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN passes no bound check with a clear word ("fps: .nan" read "should be <= 120")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AvatarSpec(_Strict):
@@ -106,7 +107,7 @@ class OutputSpec(_Strict):
 # Any RenderSettings knob may be set under `settings:` (all optional; the same bounds, so a
 # value out of range is an error at its own line of the file)
 SettingsSpec = create_model(
-    "SettingsSpec", __config__=ConfigDict(extra="forbid", frozen=True),
+    "SettingsSpec", __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
     **{name: (Optional[Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation], None)
        for name, f in RenderSettings.model_fields.items()},
 )
@@ -120,7 +121,8 @@ class DialogueSpec(_Strict):
     transcript: TranscriptSpec = TranscriptSpec()
     output: OutputSpec
     preset: str = Field("default", description="draft | default | quality (echo-cli presets)")
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="sampling seed; same seed + inputs = same video")
+    seed: int = Field(0, ge=0, le=SEED_MAX, strict=True,          # `seed: true` is no seed
+                      description="sampling seed; same seed + inputs = same video")
     checkpoint: Optional[Path] = Field(None, description="model checkpoint (.safetensors); default: bundled")
     settings: Optional[SettingsSpec] = Field(None, description="advanced: any preset key")  # type: ignore[valid-type]
 
@@ -137,6 +139,14 @@ class DialogueSpec(_Strict):
             close = difflib.get_close_matches(v, names, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise ValueError(f"unknown preset '{v}'; {hint}presets: {', '.join(names)}")
+        return v
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_number(cls, v):
+        # True == 1 and '1' read as "unsupported version '1' (this echo-cli reads version: 1)"
+        if isinstance(v, bool) or isinstance(v, str):
+            raise ValueError(f"version is the number 1, not {v!r}: write `version: 1` (no quotes)")
         return v
 
     @model_validator(mode="after")

@@ -216,6 +216,18 @@ def test_a_setting_in_output_and_settings_both_is_an_error(folder):
     assert err.exit_code == 3 and "settings.fps" in line and "output.fps" in line
 
 
+@pytest.mark.parametrize("old,new,field,needle", [
+    ("version: 1", "version: '1'", "version", "no quotes"),     # read "unsupported version '1' ... reads 1"
+    ("version: 1", "version: true", "version", "no quotes"),    # True == 1 was accepted
+    ("seed: 3", "seed: true", "seed", "valid integer"),         # was seed 1
+    ("fps: 30", "fps: .nan", "output.fps", "finite"),           # read "should be <= 120"
+    ("steps: 3", "steps: 3\n  cfg_user: .inf", "settings.cfg_user", "finite"),
+])
+def test_values_that_only_look_valid(folder, old, new, field, needle):
+    err, line = one_line_error(write(folder, VALID.replace(old, new)))
+    assert err.exit_code == 3 and f"'{field}'" in line and needle in line, line
+
+
 def test_yaml_nested_too_deeply_is_a_spec_error(folder):
     p = write(folder, "version: 1\nx: " + "[" * 50_000 + "]" * 50_000 + "\n")
     err, line = one_line_error(p)           # PyYAML composes recursively: was an internal error
