@@ -239,6 +239,8 @@ def _explain(err: dict, loc: tuple) -> tuple[str, str]:
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         fix = f"did you mean '{close[0]}'?" if close else f"remove it; known keys here: {', '.join(known)}"
         return f"field '{field}': unknown key", fix
+    if typ == "path_type":      # pydantic's words: "Input is not a valid path for <class 'pathlib.Path'>"
+        return f"field '{field}': expected a file path, got {err.get('input')!r}", "write a path, e.g. media/avatar.png"
     if typ == "missing":
         return f"field '{field}': required field is missing", f"add `{loc[-1]}:`" + (" with `1`" if loc == ("version",) else "")
     if typ == "literal_error":

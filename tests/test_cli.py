@@ -242,6 +242,9 @@ def test_init_writes_a_valid_commented_example(tmp_path):
     r = cli("init", tmp_path / "a_file")
     assert_one_line_error(r, 7)
     assert "a file, not a folder" in r.stderr
+    r = cli("init", "", cwd=tmp_path)               # an empty argument wrote ./dialogue.yaml
+    assert_one_line_error(r, 2)
+    assert not (tmp_path / "dialogue.yaml").exists()
 
 
 def test_stub_or_real_commands_never_traceback(tmp_path):

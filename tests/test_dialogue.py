@@ -222,6 +222,7 @@ def test_a_setting_in_output_and_settings_both_is_an_error(folder):
     ("seed: 3", "seed: true", "seed", "valid integer"),         # was seed 1
     ("fps: 30", "fps: .nan", "output.fps", "finite"),           # read "should be <= 120"
     ("steps: 3", "steps: 3\n  cfg_user: .inf", "settings.cfg_user", "finite"),
+    ("seed: 3", "seed: 3\ncheckpoint: 5", "checkpoint", "expected a file path"),   # read "not a valid path for <class 'pathlib.Path'>"
 ])
 def test_values_that_only_look_valid(folder, old, new, field, needle):
     err, line = one_line_error(write(folder, VALID.replace(old, new)))

@@ -139,15 +139,18 @@ def make_sample_media(media_dir: Path, force: bool = False) -> dict[str, Path]:
 def register(app: typer.Typer) -> None:
     @app.command("init", epilog=EXAMPLE)
     def init(
-        directory: Annotated[Path, typer.Argument(help="folder to create or fill")],
+        directory: Annotated[str, typer.Argument(help="folder to create or fill", show_default=False)],
         force: Annotated[bool, typer.Option("--force", help="overwrite an existing dialogue.yaml (and, with --sample, media)")] = False,
         sample: Annotated[bool, typer.Option("--sample", help="also synthesize sample media into DIR/media")] = False,
     ) -> None:
         """Write a commented example dialogue.yaml to start from."""
         from echo_cli import io_atomic
         from echo_cli.cli.common import emit
-        from echo_cli.errors import OutputError
+        from echo_cli.errors import OutputError, UsageError
 
+        if not directory.strip():           # Path("") is ".": an empty argument wrote ./dialogue.yaml
+            raise UsageError("init needs a folder name", fix="e.g. echo-cli init my_talk (or . for this folder)")
+        directory = Path(directory)
         if directory.exists() and not directory.is_dir():
             raise OutputError("this is a file, not a folder", path=directory,
                               fix="name a new or existing folder; init writes DIR/dialogue.yaml")
@@ -163,6 +166,7 @@ def register(app: typer.Typer) -> None:
         if sample:
             made = {k: str(v) for k, v in make_sample_media(directory / "media", force=force).items()}
         hint = f"echo-cli render {target}"
-        note = "" if sample else f"\nput your media in {directory / 'media'} (or rerun with --sample), then:"
+        note = (f"\nwith sample media in {directory / 'media'}; render it:" if sample else
+                f"\nput your media in {directory / 'media'} (or rerun with --sample), then:")
         emit({"dialogue": str(target), "media": made, "next": hint},
              human=f"wrote {target}{note}\n  {hint}")
