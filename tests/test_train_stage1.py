@@ -100,6 +100,20 @@ def test_interrupt_saves_state_and_resume_goes_on(tmp_path, clips, monkeypatch):
     assert steps == list(range(1, 9))
 
 
+def test_a_second_run_into_a_run_folder_needs_resume_or_force(tmp_path, clips):
+    """The second run replaced the first's model, state and losses without a word."""
+    from echo_cli.errors import OutputError
+
+    stage1.run(out=tmp_path / "run", config=CFG, clips=clips, audio_only=[], loop=_loop(2))
+    first = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="holds a training run already") as e:
+        stage1.run(out=tmp_path / "run", config=CFG, clips=clips, audio_only=[], loop=_loop(2), seed=1)
+    assert e.value.exit_code == 7 and "--force" in e.value.fix
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == first and (tmp_path / "run").is_dir()
+    stage1.run(out=tmp_path / "run", config=CFG, clips=clips, audio_only=[], loop=_loop(2), seed=1, force=True)
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() != first
+
+
 def test_same_seed_same_weights_different_seed_differs(tmp_path, clips):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         stage1.run(out=tmp_path / name, config=CFG, clips=clips, audio_only=[], loop=_loop(2), seed=seed)

@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[Optional[int], typer.Option(min=1, help="optimisation steps (default: the stage's own)")] = None,
         seed: Annotated[int, typer.Option(help="random seed")] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="continue from RUN_DIR/state")] = False,
+        force: Annotated[bool, typer.Option("--force", help="train over a run already in RUN_DIR (it is replaced)")] = False,
         preset: Annotated[str, typer.Option(help="generator architecture: micro, tiny, small")] = "tiny",
         attention: Annotated[str, typer.Option(help="attention backend: auto, xformers, sdpa")] = "auto",
     ) -> None:
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
             if stage is not None:
                 raise UsageError("--recipe and --stage are exclusive", fix="pass one of them")
             mod = _lazy("echo_cli.train.recipe", f"recipe '{recipe}'")
-            result = mod.run(recipe=recipe, data=data, out=out, seed=seed, resume=resume)
+            result = mod.run(recipe=recipe, data=data, out=out, seed=seed, resume=resume, force=force)
         elif stage == 1:
             if out is None:
                 raise UsageError("--out is required for --stage 1", fix="e.g. --out runs/stage1")
@@ -61,12 +62,12 @@ def register(app: typer.Typer) -> None:
             if preset not in GENERATOR_PRESETS:
                 raise UsageError(f"unknown preset '{preset}'", fix=f"use one of: {', '.join(GENERATOR_PRESETS)}")
             from echo_cli.train import stage1
-            result = stage1.run(data, out, steps=steps, seed=seed, resume=resume, preset=preset)
+            result = stage1.run(data, out, steps=steps, seed=seed, resume=resume, preset=preset, force=force)
         elif stage == 2:
             if out is None:
                 raise UsageError("--out is required for --stage 2", fix="e.g. --out runs/stage2")
             mod = _lazy("echo_cli.train.stage2", "stage 2 training")
-            result = mod.run(data=data, out=out, steps=steps, seed=seed, resume=resume)
+            result = mod.run(data=data, out=out, steps=steps, seed=seed, resume=resume, force=force)
         else:
             raise UsageError("choose what to train", fix="pass --stage 1, --stage 2 or --recipe default")
         emit(result, human=f"trained: {result.get('model', result)}")

@@ -93,10 +93,17 @@ def step_generator(seed: int, step: int, rank: int = 0):
 #                               Run folder state                                #
 #################################################################################
 
+RUN_FILES = ("model.safetensors", "state.safetensors", "losses.jsonl")
+
+
 class RunDir:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, resume: bool = False, force: bool = False):
         self.path = Path(path)
         self.created = not self.path.exists()       # a new run's folder, which a failed start may remove
+        done = next((n for n in RUN_FILES if (self.path / n).exists()), None)
+        if done is not None and not (resume or force):      # a second run replaced the first without a word
+            raise OutputError(f"this folder holds a training run already ({done})", path=self.path,
+                              fix="pass --resume to continue it, --force to train over it, or choose another --out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:

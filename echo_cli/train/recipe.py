@@ -95,7 +95,8 @@ def package(out: Path, inference: tuple, target: str | Path, training: dict):
 
 
 def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: bool = False,
-        target: str | Path | None = None, steps1: int | None = None, steps2: int | None = None) -> dict:
+        target: str | Path | None = None, steps1: int | None = None, steps2: int | None = None,
+        force: bool = False) -> dict:
     """Run a recipe; writes the final checkpoint to `target` (default: the package's)."""
     import torch
 
@@ -113,10 +114,10 @@ def run(recipe: str = "default", data=None, out=None, seed: int = 0, resume: boo
     torch.manual_seed(r.seed)
 
     s1 = stage1.run(data, out / "stage1", steps=r.stage1_steps, seed=r.seed, resume=resume, preset=r.preset,
-                    model_overrides=dict(r.stage1_model))
+                    model_overrides=dict(r.stage1_model), force=force)
     t1 = time.time()
     s2 = stage2.run(data, out / "stage2", steps=r.stage2_steps, seed=r.seed, resume=resume,
-                    init_checkpoint=out / "stage1" / "model.safetensors")
+                    init_checkpoint=out / "stage1" / "model.safetensors", force=force)
     t2 = time.time()
 
     # the packaged inference settings apply to the recipe's own measurements too

@@ -333,7 +333,8 @@ def synthetic_clips(n_clips: int = 4, frames: int = 200, motion_dim: int = 24, s
 def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: int | None = None,
         seed: int = 0, resume: bool = False, preset: str = "tiny", config: Stage1Config | None = None,
         clips: list[ClipData] | None = None, audio_only: list[ClipData] | None = None,
-        held_out=HELD_OUT, loop: common.LoopConfig | None = None, model_overrides: dict | None = None) -> dict:
+        held_out=HELD_OUT, loop: common.LoopConfig | None = None, model_overrides: dict | None = None,
+        force: bool = False) -> dict:
     """Train stage 1 into the run folder `out`; returns a summary dict (also out/summary.json).
 
     clips/audio_only: pre-built data (tests); otherwise the speech clips of `data`
@@ -351,7 +352,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage1", steps: 
     if steps is not None:
         loop = replace(loop, steps=int(steps))
     loop = replace(loop, seed=int(seed))
-    run_dir = common.RunDir(out)
+    run_dir = common.RunDir(out, resume=resume, force=force)
     # One intra-op thread per process: on a shared 2-core machine more threads spin against
     # each other (we measured 10-20x slow-downs); use torchrun processes for parallelism.
     from echo_cli.env import env_threads
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true", help="train over a run already in --out")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--synthetic", action="store_true", help="tiny synthetic data (tests of the machinery)")
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         typ = type(GeneratorConfig.__dataclass_fields__[k].default)
         mover[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
     run(a.data, a.out, a.steps, a.seed, a.resume, a.preset, cfg, clips=clips,
-        audio_only=[] if a.synthetic else None, loop=loop, model_overrides=mover)
+        audio_only=[] if a.synthetic else None, loop=loop, model_overrides=mover, force=a.force)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def fit_stats_from(gen) -> dict:
 def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: int | None = None,
         seed: int = 0, resume: bool = False, init_checkpoint: str | Path | None = None,
         config: Stage2Config | None = None, loop: common.LoopConfig | None = None,
-        clips=None, space=None) -> dict:
+        clips=None, space=None, force: bool = False) -> dict:
     """Train stage 2 into `out`; returns a summary (also out/summary.json).
 
     init_checkpoint: a stage-1 model (default: runs/stage1/model next to `out`, else the
@@ -177,7 +177,7 @@ def run(data: str | Path | None = None, out: str | Path = "runs/stage2", steps: 
     if steps is not None:
         loop = replace(loop, steps=int(steps))
     loop = replace(loop, seed=int(seed))
-    run_dir = common.RunDir(out)
+    run_dir = common.RunDir(out, resume=resume, force=force)
     dist_ = common.Dist()
 
     if init_checkpoint is None:
@@ -258,9 +258,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true", help="train over a run already in --out")
     a = p.parse_args(argv)
     log.setup(0)
-    run(a.data, a.out, a.steps, a.seed, a.resume, a.init)
+    run(a.data, a.out, a.steps, a.seed, a.resume, a.init, force=a.force)
 
 
 if __name__ == "__main__":
