@@ -71,3 +71,21 @@ def test_history_file_with_a_damaged_line_and_the_cli_listing(tmp_path):
     r = subprocess.run([sys.executable, "-m", "echo_cli", "bench", "render", "extra"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "unexpected argument 'extra'" in r.stderr
+
+
+def test_a_history_that_cannot_be_written_fails_before_the_bench(tmp_path):
+    """--history under a missing folder of a pseudo-filesystem, or naming a folder: an internal
+    error (exit 1) after the whole bench had run; now exit 7 before measuring. Listing a folder
+    as history, and an unknown target to list, are typed errors too."""
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "echo_cli", *args], capture_output=True, text=True, timeout=300,
+                              env={**__import__("os").environ, "ECHO_CACHE_DIR": str(tmp_path / "cache")})
+
+    for bad in ("/proc/nope/h.jsonl", str(tmp_path)):
+        r = cli("bench", "generate", "--quick", "--no-doc", "--out", str(tmp_path / "b.json"), "--history", bad)
+        assert r.returncode == 7 and "cannot write the bench history" in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "b.json").exists()             # failed before measuring anything
+    r = cli("bench", "history", "--history", str(tmp_path))
+    assert r.returncode == 4 and "cannot read the bench history" in r.stderr and "Traceback" not in r.stderr
+    r = cli("bench", "history", "bogus")
+    assert r.returncode == 2 and "unknown bench target 'bogus'" in r.stderr

@@ -191,13 +191,20 @@ def default_history() -> Path:
     return cache_root() / "bench" / "history.jsonl"
 
 
-def append_history(record: dict, path: Path | None = None) -> Path:
-    """Append one JSON line (append-only; a line is written with one write call)."""
+def append_history(record: dict | None, path: Path | None = None) -> Path:
+    """Append one JSON line (append-only; a line is written with one write call). record None:
+    only check that the file can be appended to (before a bench spends minutes measuring)."""
+    from echo_cli.errors import OutputError
+
     path = Path(path) if path else default_history()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            if record is not None:
+                f.write(json.dumps(record, default=str) + "\n")
+    except OSError as e:
+        raise OutputError(f"cannot write the bench history: {e.strerror or e}", path=path,
+                          fix="give --history a .jsonl file in a writable folder") from None
     return path
 
 

@@ -50,6 +50,11 @@ def read(path: Path) -> list[dict]:
         lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
+    except OSError as e:        # a folder, no permission
+        from echo_cli.errors import InputError
+
+        raise InputError(f"cannot read the bench history: {e.strerror or e}", path=path,
+                         fix="give --history the .jsonl file a bench wrote") from None
     for line in lines:
         try:
             r = json.loads(line)

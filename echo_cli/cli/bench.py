@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         from echo_cli.errors import DependencyError, UsageError
 
         if target == "history":
+            if of is not None and of not in TARGETS:
+                raise UsageError(f"unknown bench target '{of}'", fix=f"use one of: {', '.join(TARGETS)}")
             _show_history(history, of, last)
             return
         if of is not None:
@@ -77,6 +79,9 @@ def register(app: typer.Typer) -> None:
             raise OutputError("--doc names a file in a folder that does not exist", path=doc,
                               fix="give an existing Markdown file's path, or --no-doc")
 
+        from echo_cli.bench.common import append_history
+
+        append_history(None, history)   # a history that cannot be written fails now, not after the bench
         args = BenchArgs(frames=frames, sizes=size_t, out=out, doc=None if no_doc or doc is None else doc, history=history,
                          quick=quick, long_seconds=long_seconds, extra=extra,
                          command="echo-cli " + " ".join(sys.argv[1:]) if sys.argv[1:] else f"echo-cli bench {target}")
