@@ -144,6 +144,9 @@ def test_require_audio_and_usage_errors(env, folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--transcript", "klingon"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "transcript" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "preprocess", str(d), "--language", "zz"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "unknown --language 'zz'" in r.stderr      # was each file's internal error
     notes = tmp_path / "notes.mp4"                     # one file that is not media: nothing completed
     notes.write_text("hello")
     code, summary, stderr = _cli(env, notes, "--transcript", "none")

@@ -74,6 +74,16 @@ def register(app: typer.Typer) -> None:
 
         if whisper_layers not in WHISPER_LAYERS:
             raise UsageError(f"unknown --whisper-layers '{whisper_layers}'", fix=f"use {' or '.join(WHISPER_LAYERS)}")
+        if language is not None:        # checked once here: it failed every file as an internal error
+            from echo_cli.preprocess.transcript import language_codes
+
+            codes = language_codes()
+            if codes and language not in codes:
+                import difflib
+
+                close = difflib.get_close_matches(language.lower(), codes, n=1)
+                raise UsageError(f"unknown --language '{language}'",
+                                 fix=f"did you mean '{close[0]}'?" if close else "use a code such as en, de, fr, zh")
         if transcript not in ("auto", "whisperx", "faster-whisper", "none"):
             raise UsageError(f"unknown --transcript '{transcript}'", fix="use auto, whisperx, faster-whisper or none")
         opts = PreprocessOptions(fps=fps, face_index=face_index, pick=_parse_pick(pick), whisper=not no_whisper,

@@ -86,6 +86,15 @@ def resolve_backend(backend: str | None) -> str | None:
     return "faster-whisper"
 
 
+def language_codes() -> list[str]:
+    """The language codes Whisper knows ([] when faster-whisper is not installed: not checked)."""
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+    except ImportError:
+        return []
+    return sorted(_LANGUAGE_CODES)
+
+
 def transcribe(audio_path_or_wave, backend: str = "auto", language: str | None = None) -> Transcript:
     """Words with start/end seconds of 16 kHz mono audio (a path or a float32 array)."""
     if backend not in BACKENDS:
