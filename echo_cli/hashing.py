@@ -70,6 +70,33 @@ def keyed(path: str | Path, *extra: object, length: int = 20) -> str:
     return h.hexdigest()[:length]
 
 
+def check_cache_writable(probe: bool = False) -> None:
+    """The cache folder (or the nearest folder that exists above it) must take writes, else
+    OutputError. Without `probe` nothing is created (a dry run writes nothing); with it the
+    folder is made and a file written and removed: root is allowed everything by `os.access`,
+    also on a pseudo-filesystem or a root-squashed share that then refuses every write."""
+    import tempfile
+
+    from echo_cli.errors import OutputError
+
+    root = cache_root().absolute()
+    p = root
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    fix = "set ECHO_CACHE_DIR to a writable folder"
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise OutputError("the cache folder cannot be written" + ("" if p == root else f" (nor created under {p})"),
+                          path=root, fix=fix)
+    if probe:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".echo-write-test-", dir=root)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as e:
+            raise OutputError(f"the cache folder cannot be written ({e.strerror or e})", path=root, fix=fix) from None
+
+
 def cache_root() -> Path:
     """$ECHO_CACHE_DIR, else ~/.cache/echo-cli (never inside ../shared, which is read-only in CI)."""
     env = os.environ.get("ECHO_CACHE_DIR")

@@ -193,6 +193,23 @@ def test_a_device_from_the_dialogue_that_cannot_run_names_its_line(tmp_path, sha
     assert "d.yaml:8 (settings.attention)" in r.stderr and "settings.attention: auto" in r.stderr, r.stderr
 
 
+def test_doctor_reports_what_a_render_would_meet(tmp_path):
+    """doctor said "ok" for a cache folder that cannot be made (preprocess then failed each
+    file as an internal error), reported the packaged Whisper model while ECHO_WHISPER_MODEL_DIR
+    pointed elsewhere, and exited 6 for a checkpoint problem (a render's code is 5)."""
+    r = cli("doctor", env={"ECHO_CACHE_DIR": "/proc/echo-nope"})
+    assert r.returncode == 7 and "cache folder" in r.stderr, r.stderr
+    r = cli("doctor", env={"ECHO_WHISPER_MODEL_DIR": str(tmp_path)})
+    assert r.returncode == 6 and "ECHO_WHISPER_MODEL_DIR" in r.stderr and "no model.bin" in r.stderr, r.stderr
+    r = cli("doctor", env={"ECHO_CHECKPOINT": str(tmp_path / "nope.safetensors")})
+    assert r.returncode == 5, r.stderr
+    img = tmp_path / "face.png"
+    img.write_bytes(b"x")
+    r = cli("preprocess", img, env={"ECHO_CACHE_DIR": "/proc/echo-nope"})
+    assert_one_line_error(r, 7)
+    assert "cache folder" in r.stderr
+
+
 def test_json_doctor_is_valid_json():
     r = cli("--json", "doctor")
     payload = json.loads(r.stdout)                      # exactly one JSON document on stdout
@@ -543,16 +560,17 @@ def test_quiet_means_quiet_even_when_mediapipe_starts(tmp_path, shared_data):
 
 def test_doctor_sees_what_would_break_a_render(tmp_path):
     """A cache path that is a file, a checkpoint that is not safetensors, an ffmpeg that is
-    not ffmpeg: doctor fails them (exit 6) with the variable named in the fix."""
+    not ffmpeg: doctor fails them with the variable named in the fix, and the exit code a
+    render would meet (cache 7, checkpoint 5, a dependency 6)."""
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\xff" * 64)
-    for env, name, needle in (({"ECHO_CACHE_DIR": str(junk)}, "cache folder", "ECHO_CACHE_DIR"),
-                              ({"ECHO_CHECKPOINT": str(junk)}, "checkpoint", "ECHO_CHECKPOINT"),
-                              ({"ECHO_FFMPEG": shutil.which("false") or "/bin/false"}, "ffmpeg", "ECHO_FFMPEG")):
+    for env, name, needle, code in (({"ECHO_CACHE_DIR": str(junk)}, "cache folder", "ECHO_CACHE_DIR", 7),
+                                    ({"ECHO_CHECKPOINT": str(junk)}, "checkpoint", "ECHO_CHECKPOINT", 5),
+                                    ({"ECHO_FFMPEG": shutil.which("false") or "/bin/false"}, "ffmpeg", "ECHO_FFMPEG", 6)):
         r = cli("--json", "doctor", env=env)
         payload = json.loads(r.stdout)
         check = next(c for c in payload["checks"] if c["name"] == name)
-        assert r.returncode == 6 and not check["ok"] and needle in check["fix"], (name, check)
+        assert r.returncode == code and not check["ok"] and needle in check["fix"], (name, check)
     # and a render with that ffmpeg stops at preflight, exit 6 naming ECHO_FFMPEG (it decoded
     # every input to nothing and blamed the user's media, exit 4)
     y = tmp_path / "d.yaml"

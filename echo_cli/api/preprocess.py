@@ -239,7 +239,7 @@ def _worker_init(threads: int, parent: int | None = None, quiet: bool = False) -
 # The folder
 # --------------------------------------------------------------------------------------
 
-def folder_job(folder: Path, out: str | Path | None, recursive: bool, overlay: bool) -> list[Path]:
+def folder_job(folder: Path, out: str | Path | None, recursive: bool, overlay: bool, cache: bool = True) -> list[Path]:
     """The files a preprocess run will process, after every check of the request and with
     the output folder made: the CLI calls it before its progress bar, so a bad request
     is one error line, not a bar at 0 % and then the error."""
@@ -261,6 +261,10 @@ def folder_job(folder: Path, out: str | Path | None, recursive: bool, overlay: b
                               fix="choose a writable folder (-o)") from None
         if not os.access(out, os.W_OK):
             raise OutputError("output folder is not writable", path=out, fix="choose a writable folder")
+    if cache:
+        from echo_cli.hashing import check_cache_writable
+
+        check_cache_writable(probe=True)   # else every file failed alone, as an internal error
     return files
 
 
@@ -272,7 +276,7 @@ def preprocess_folder(folder: str | Path, out: str | Path | None = None, workers
     from echo_cli import cancel
 
     folder = Path(folder)
-    files = folder_job(folder, out, recursive, overlay)
+    files = folder_job(folder, out, recursive, overlay, cache)
     base = folder if folder.is_dir() else folder.parent
     jobs = [(str(p), str(p.relative_to(base)), None if out is None else str(out), options, overlay, cache)
             for p in files]

