@@ -84,8 +84,10 @@ def test_interrupt_saves_state_and_resume_goes_on(tmp_path, clips, monkeypatch):
         return loss
 
     monkeypatch.setattr(stage1, "make_loss_fn", interrupted_at_5)
+    monkeypatch.setattr(common, "STATE_SAVED_AT", None)
     with pytest.raises(KeyboardInterrupt):
         stage1.run(out=tmp_path / "cut", config=CFG, clips=clips, audio_only=[], loop=loop)
+    assert common.STATE_SAVED_AT == 5          # what the CLI's last line reports ("at step 5; ... saved")
     monkeypatch.undo()
     _, st = load_checkpoint(tmp_path / "cut" / "state")
     assert st["step"] == 5
@@ -136,6 +138,30 @@ def test_ddp_two_cpu_processes_with_torchrun(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data is absent (set ECHO_SHARED_DATA)")
+def test_an_interrupt_before_training_says_nothing_was_saved(tmp_path):
+    """Stopped while its clips were being prepared, `train` said "training state saved" and
+    pointed at --resume: nothing had been saved."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "bob.mp4").symlink_to(shared_data_dir() / "talking" / "grid_pwij3p.mp4")
+    p = subprocess.Popen([sys.executable, "-m", "echo_cli", "train", "--stage", "1", str(own),
+                          "--out", str(tmp_path / "run"), "--steps", "2"], stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "ECHO_CACHE_DIR": str(tmp_path / "cache")})   # a cold cache: slow
+    for line in p.stderr:
+        if "preparing" in line:
+            p.send_signal(signal.SIGINT)
+            break
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130, err
+    assert "before a training step was saved" in err and "--resume" not in err, err
+
+
 def test_cli_requires_out_and_a_stage():
     from typer.testing import CliRunner
 
@@ -144,6 +170,11 @@ def test_cli_requires_out_and_a_stage():
     assert r.exit_code != 0
     r = CliRunner().invoke(app, ["train", "--stage", "3", "--out", "x"])
     assert r.exit_code != 0
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "echo_cli", "train", "--stage", "3", "--out", "x"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "there is no stage 3" in r.stderr, r.stderr     # said "choose what to train"
 
 
 def test_no_training_clips_and_a_full_disk_are_typed_errors(tmp_path, monkeypatch):

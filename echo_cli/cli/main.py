@@ -137,8 +137,12 @@ def run(argv: list[str] | None = None) -> None:
         _report(e.one_line(), e.to_dict(), argv, getattr(e, "details", None))
     except (KeyboardInterrupt, typer.Abort):
         what = "terminated (SIGTERM)" if _TERMINATED else "interrupted"
-        if common.state().command == "train":       # its state was saved at the last step
-            err = Interrupted(f"{what}; training state saved", fix="rerun the same command with --resume to continue")
+        saved = getattr(sys.modules.get("echo_cli.train.common"), "STATE_SAVED_AT", None)
+        if common.state().command == "train" and saved is not None:     # the loop saved its last step
+            err = Interrupted(f"{what} at step {saved}; training state saved",
+                              fix="rerun the same command with --resume to continue")
+        elif common.state().command == "train":     # stopped while preparing data: nothing to resume
+            err = Interrupted(f"{what} before a training step was saved", fix="rerun the same command")
         else:
             err = Interrupted(f"{what}; no partial output was left", fix="rerun the command to finish")
         code = err.exit_code

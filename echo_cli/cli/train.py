@@ -68,6 +68,9 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("--out is required for --stage 2", fix="e.g. --out runs/stage2")
             mod = _lazy("echo_cli.train.stage2", "stage 2 training")
             result = mod.run(data=data, out=out, steps=steps, seed=seed, resume=resume, force=force)
+        elif stage is not None:
+            raise UsageError(f"there is no stage {stage}", fix="pass --stage 1 (lip sync), --stage 2 (dyadic LCU) "
+                                                                "or --recipe default")
         else:
             raise UsageError("choose what to train", fix="pass --stage 1, --stage 2 or --recipe default")
         emit(result, human=f"trained: {result.get('model', result)}")

@@ -29,7 +29,7 @@ def _check_file(path: Path) -> None:
         if path.is_symlink():
             raise InputError("broken or looping symbolic link", path=path,
                              fix="point the link at the media file, or give the file itself")
-        raise InputError("file not found", path=path, fix="check the path (relative paths are relative to the YAML file)")
+        raise InputError("file not found", path=path, fix="check the path")   # a YAML's own paths are checked (and explained) by its loader
     if not path.is_file():
         raise InputError("not a file", path=path, fix="give a media file, not a folder")
     if path.stat().st_size == 0:

@@ -94,6 +94,7 @@ def step_generator(seed: int, step: int, rank: int = 0):
 #################################################################################
 
 RUN_FILES = ("model.safetensors", "state.safetensors", "losses.jsonl")
+STATE_SAVED_AT: int | None = None      # the step an interrupted run saved (the CLI's last line says it)
 
 
 class RunDir:
@@ -290,6 +291,8 @@ def train_loop(model, loss_fn: Callable, cfg: LoopConfig, run: RunDir, dist_: Di
         if dist_.main and completed > start:
             save_state(run, model, opt, completed, config)
             plot_losses(run)
+            global STATE_SAVED_AT
+            STATE_SAVED_AT = completed
             LOG.warning("stopped at step %d of %d; state saved: rerun with --resume to continue", completed, cfg.steps)
         raise
     return {"steps": end, "start": start, "seconds": round(time.time() - t0, 1),
