@@ -167,6 +167,8 @@ def test_suite_measures_the_good_videos_when_one_is_bad(shared_data, env, tmp_pa
     (tmp_path / "suite.yaml").write_text("- {video: good.mp4}\n- {video: junk.mp4}\n")
     r = cli("eval", "--suite", tmp_path / "suite.yaml", "--out", tmp_path / "ev", "--no-sync", "--no-plot", env=env)
     assert r.returncode == 8 and "1 of 2 videos could not be measured" in r.stderr, r.stderr
+    # the bad video's own line is the tool's error format (it was a log record, "ERROR echo_cli...")
+    assert any(ln.startswith("error: ") and "junk.mp4" in ln and "(fix: " in ln for ln in r.stderr.splitlines()), r.stderr
     doc = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert [x["label"] for x in doc["results"]] == ["good.mp4"]
     assert doc["summary"]["failed"][0]["video"].endswith("junk.mp4")

@@ -345,7 +345,9 @@ def run_suite(name: str, opts: EvalOptions = EvalOptions()) -> tuple[list[dict],
             res, m, wave, _ = evaluate_file(it["video"], ref=it.get("ref"), user=it.get("user"),
                                             audio=it.get("audio"), turns=it.get("turns"), opts=opts)
         except EchoError as e:      # one bad video never costs the others their measurements
-            logger.error("%s", e.one_line().removeprefix("error: "))
+            import sys
+
+            print(e.one_line(), file=sys.stderr, flush=True)     # the tool's error line, as batch and preprocess print theirs
             failed.append({"video": it["video"], **e.to_dict()})
             continue
         results.append(res)
