@@ -31,6 +31,10 @@ def test_headline_figures_of_each_target():
     assert H.headline(batch) == {"2 worker(s) RTF": (0.34, "lower")}
     pre = {"target": "preprocess", "rows": [], "summary": {"face_ms_per_frame_512": 2.26}}
     assert H.headline(pre) == {"face track ms/frame (512 px)": (2.26, "lower")}
+    # a cache-only or transcription-only run has figures of its own (it was "the first run" forever)
+    pre = {"target": "preprocess", "rows": [], "summary": {"face_ms_per_frame_512": None, "cache_speedup": 41.0,
+                                                           "transcription_rtf": {"faster-whisper": 0.3}}}
+    assert H.headline(pre) == {"cache speed-up": (41.0, "higher"), "transcription RTF (faster-whisper)": (0.3, "lower")}
     failed = e2e("t", 0.4, 0.2)
     failed["rows"][1]["ok"] = False
     assert list(H.headline(failed)) == ["cold RTF"]           # a failed run has no figure

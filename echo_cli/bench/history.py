@@ -39,6 +39,11 @@ def headline(record: dict) -> dict[str, tuple[float, str]]:
     elif target == "preprocess":
         s = record.get("summary") or {}
         out["face track ms/frame (512 px)"] = (s.get("face_ms_per_frame_512"), "lower")
+        # the other parts a run may measure (--set parts=...): each its own figure, or such a
+        # run was "the first run" forever (no face figure to compare)
+        for backend, rtf in (s.get("transcription_rtf") or {}).items():
+            out[f"transcription RTF ({backend})"] = (rtf, "lower")
+        out["cache speed-up"] = (s.get("cache_speedup"), "higher")
     return {k: (float(v), d) for k, (v, d) in out.items() if isinstance(v, (int, float))}
 
 
