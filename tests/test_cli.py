@@ -150,7 +150,7 @@ def test_dry_run_checks_the_checkpoint_as_the_render_does(tmp_path, shared_data)
     img = shared_data / "portraits" / "d12.jpg"
     r = cli("render", sample, "--dry-run", "--output", tmp_path / "o.mp4", "--checkpoint", img)
     assert_one_line_error(r, 5)
-    assert "not a checkpoint" in r.stderr and f"{img}:" in r.stderr and ".jpg.safetensors" not in r.stderr
+    assert "not a checkpoint" in r.stderr and "d12.jpg:" in r.stderr and ".jpg.safetensors" not in r.stderr
 
 
 def test_json_version_is_one_json_object():
