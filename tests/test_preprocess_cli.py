@@ -117,6 +117,20 @@ def test_second_run_is_served_from_the_cache(first_run, env, folder):
     assert summary["done"] == []
 
 
+def test_a_rerun_into_the_same_folder_leaves_no_stale_result(first_run, env, folder, tmp_path):
+    """A rerun with --transcript none kept the first run's transcript beside the new results,
+    unlisted in summary.json."""
+    d = tmp_path / "one"
+    d.mkdir()
+    (d / "talk.mp4").write_bytes((folder / "talk.mp4").read_bytes())       # the cache has it: fast
+    o = tmp_path / "o"
+    assert _cli(env, d, "-o", o, "--transcript", "faster-whisper")[0] == 0
+    assert (o / "talk.mp4.transcript.json").is_file()
+    code, summary, _ = _cli(env, d, "-o", o, "--transcript", "none")
+    assert code == 0 and not (o / "talk.mp4.transcript.json").exists()
+    assert (o / "talk.mp4.face.npz").is_file() and (o / "talk.mp4.audio.npz").is_file()
+
+
 def test_mirror_tracks_anew_and_stays_on_the_same_face(first_run, env, tmp_path):
     """--mirror is a different track (not served from the plain run's cache entry) of the same
     face: every landmark within a few % of the eye distance of the plain track."""

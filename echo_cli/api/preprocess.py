@@ -76,6 +76,20 @@ def _write_outputs(res: dict, dest: Path) -> dict:
     return files
 
 
+RESULT_SUFFIXES = (".face.npz", ".audio.npz", ".transcript.json")     # overlays are debug pictures: kept
+
+
+def _remove_stale_outputs(dest: Path, written: dict) -> None:
+    """An earlier run's result for this file that this run did not write (a transcript kept
+    after a rerun with --transcript none) would sit beside the new ones, unlisted in
+    summary.json, as if it belonged to them."""
+    keep = {Path(p).name for p in written.values()}
+    for suffix in RESULT_SUFFIXES:
+        old = dest.with_name(dest.name + suffix)
+        if old.name not in keep and old.is_file():
+            old.unlink()
+
+
 def draw_overlay(frame, landmarks, box, text: str = ""):
     """Landmarks (dots), iris centres and the crop box drawn on a copy of an RGB frame."""
     import cv2
@@ -156,6 +170,7 @@ def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, o
             rec["files"] = _write_outputs(res, dest)
             if overlay and face is not None:
                 rec["files"]["overlay"] = write_overlay(Path(path), face, dest)
+            _remove_stale_outputs(dest, rec["files"])
     except EchoError as e:
         cancel.check()      # an interrupt swallowed by a C extension is not this file's error
         rec.update(error=e.one_line(), exit_code=e.exit_code, kind=e.kind)
