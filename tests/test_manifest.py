@@ -30,6 +30,18 @@ def folder(tmp_path):
 # The three formats
 # ---------------------------------------------------------------------------------------
 
+def test_the_docs_yaml_example_with_a_dialogue_row_beside_inline_defaults(folder):
+    """docs/batch.md's example: `defaults: {audio: ...}` was applied to its dialogue row too,
+    which then had 'dialogue and inline inputs' and was invalid."""
+    (folder / "d.yaml").write_text("version: 1\navatar:\n  image: media/a.png\n  audio: media/a.wav\n"
+                                   "output:\n  path: out/talk.mp4\n")
+    (folder / "m.yaml").write_text("version: 1\ndefaults: {preset: draft, audio: media/a.wav}\njobs:\n"
+                                   "  - {reference: media/a.png, output: out/ann.mp4}\n  - {dialogue: d.yaml}\n")
+    m = load_manifest(folder / "m.yaml")
+    assert m.invalid == [] and [j.id for j in m.jobs] == ["ann", "d"]
+    assert m.jobs[1].preset == "draft" and m.jobs[1].inputs == {}
+
+
 def test_yaml_list_and_mapping_with_defaults(folder):
     (folder / "m.yaml").write_text(
         "version: 1\n"

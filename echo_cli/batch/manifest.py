@@ -378,6 +378,9 @@ def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> tuple[Path, 
     return Path(spec.output.path).resolve(), {f"the dialogue's {k}": Path(v).resolve() for k, v in media.items()}
 
 
+INLINE_INPUTS = ("reference", "audio", "user_video", "user_audio", "transcript")
+
+
 def _settings_of(row: dict, where: str) -> dict:
     """A mapping's render settings, flat keys and its `overrides:` together (a key in both is
     an error: which one would win is a guess)."""
@@ -442,7 +445,10 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 raise ValueError(f"a row must be a mapping of field: value, got {type(raw).__name__}")
             # Settings may be written flat (fps: 25) or under 'overrides'; both end up in
             # overrides, and the row's own beat the defaults' whichever way each was written.
-            merged = {**defaults, **raw}
+            shared = defaults
+            if raw.get("dialogue"):     # its dialogue.yaml names its own inputs: inline defaults are for inline rows
+                shared = {k: v for k, v in defaults.items() if k not in INLINE_INPUTS}
+            merged = {**shared, **raw}
             merged["overrides"] = {**_settings_of(defaults, "defaults"), **_settings_of(raw, "this row")}
             for k in SETTING_KEYS:
                 merged.pop(k, None)
