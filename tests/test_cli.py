@@ -448,7 +448,13 @@ def test_render_several_dialogues_validates_all_first_and_carries_on_past_a_bad_
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
     r = cli("render", tmp_path / "a.yaml", tmp_path / "b.yaml", "-o", tmp_path / "a.yaml")
     assert_one_line_error(r, 2)
-    assert "existing folder" in r.stderr
+    assert "must be a folder" in r.stderr
+    # README's `render talks/*.yaml -o out/`: a folder not there yet is made (it was a usage
+    # error: "must be an existing folder"); one dialogue with `-o new/` writes into new/ as well
+    r = cli("render", tmp_path / "a.yaml", tmp_path / "b.yaml", "--dry-run", "-o", f"{tmp_path / 'new'}/")
+    assert r.returncode == 0, r.stderr
+    r = cli("--json", "render", tmp_path / "a.yaml", "--dry-run", "-o", f"{tmp_path / 'new2'}/")
+    assert r.returncode == 0 and json.loads(r.stdout)["output"] == str(tmp_path / "new2" / "a.mp4"), r.stdout
 
 
 def test_plain_progress_has_no_escape_codes(capsys):

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         dialogues: Annotated[list[Path], typer.Argument(help="dialogue.yaml to render (or a folder holding one, as "
                                                              "`echo-cli init DIR` makes); several: each in turn",
                                                         show_default=False, metavar="DIALOGUE.yaml")],
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="output .mp4 (overrides output.path); an existing folder: output.path's file name in it (with several dialogues, a folder)")] = None,
+        output: Annotated[Optional[str], typer.Option("--output", "-o", show_default=False, help="output .mp4 (overrides output.path); a folder (existing, or ending in /): output.path's file name in it (with several dialogues, always a folder)")] = None,
         preset: Annotated[Optional[str], typer.Option("--preset", "-p", help="draft | default | quality")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="sampling seed")] = None,
         checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="model .safetensors")] = None,
@@ -84,12 +84,13 @@ def register(app: typer.Typer) -> None:
         emit(res, human=human)
 
 
-def _render_several(dialogues: list[Path], *, output: Path | None, dry_run: bool, explain: bool, **kw) -> None:
+def _render_several(dialogues: list[Path], *, output: str | None, dry_run: bool, explain: bool, **kw) -> None:
     """Each dialogue in turn. All are validated first (a typo in the tenth file is found before
     an hour of rendering), two that would write one file are refused, and a failure is that
     file's one line: the others still render."""
     import contextlib
     import json
+    import os
     import sys
 
     import typer
@@ -98,9 +99,13 @@ def _render_several(dialogues: list[Path], *, output: Path | None, dry_run: bool
     from echo_cli.cli.common import emit, progress, state
     from echo_cli.errors import EchoError, PartialFailure, UsageError, all_failed
 
-    if output is not None and not output.is_dir():
-        raise UsageError(f"--output with {len(dialogues)} dialogues must be an existing folder, got '{output}'",
-                         fix="give a folder (each video keeps its output.path file name), or render one at a time")
+    if output is not None and not Path(output).is_dir():
+        from echo_cli.dialogue import OUTPUT_SUFFIXES
+
+        if Path(output).exists() or Path(output).suffix.lower() in OUTPUT_SUFFIXES:
+            raise UsageError(f"--output with {len(dialogues)} dialogues must be a folder, got '{output}'",
+                             fix="give a folder (each video keeps its output.path file name), or render one at a time")
+        output = output.rstrip("/" + os.sep) + os.sep    # a folder to make (each render creates its output's folder)
     if explain:
         raise UsageError("--explain takes one dialogue", fix="render the one to explain on its own")
     failed: dict[Path, EchoError] = {}
@@ -143,7 +148,7 @@ def _render_several(dialogues: list[Path], *, output: Path | None, dry_run: bool
     raise typer.Exit(err.exit_code)
 
 
-def _validate_all(dialogues: list[Path], output: Path | None, kw: dict, fail, api_render) -> None:
+def _validate_all(dialogues: list[Path], output: str | None, kw: dict, fail, api_render) -> None:
     """Each dialogue's preflight (cheap probes, no model), and no two writing one file."""
     from echo_cli.errors import EchoError, OutputError
 
