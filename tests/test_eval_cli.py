@@ -155,6 +155,11 @@ def test_side_by_side_render_is_measured_on_the_avatar_panel(shared_data, tmp_pa
     assert np.nanmean(sbs.landmarks[:, :, 0]) > width / 2          # the right panel's face
     assert "avatar's panel" in sbs.info["measured_face"]
     assert "measured_face" not in measure_video(tmp_path / "avatar.mp4").info
+    # ... and eval.json says so (docs/evaluation.md; it stopped at the measurement)
+    from echo_cli.eval.suite import EvalOptions, evaluate_file
+
+    res = evaluate_file(tmp_path / "side-by-side.mp4", opts=EvalOptions(sync=False))[0]
+    assert "avatar's panel" in res["technical"]["measured_face"]
 
 
 def test_suite_measures_the_good_videos_when_one_is_bad(shared_data, env, tmp_path):

@@ -190,6 +190,8 @@ def evaluate(m: ME.Measurement, *, ref: ME.Measurement | None = None, user: ME.M
             "av_duration_diff_s": _num(a_dur - m.duration) if a_dur is not None else None,
             "duration_diff_ref_s": _num(m.duration - ref.duration) if ref is not None else None,
             "tracker": info.get("tracker")}
+    if info.get("measured_face"):       # a side-by-side render: which panel the numbers describe
+        tech["measured_face"] = info["measured_face"]
 
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "label": label or Path(m.path).name,
             "video": m.path, "ref": ref.path if ref is not None else None,
