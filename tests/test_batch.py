@@ -752,6 +752,16 @@ def test_batch_wide_model_error_stops_the_batch(tmp_path):
     assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
 
 
+def test_a_batch_stopped_by_a_missing_model_prints_its_summary_under_json(tmp_path):
+    m = small_manifest(tmp_path, 4)
+    r = subprocess.run(mf.cli_cmd("--json", "batch", str(m)), capture_output=True, text=True, timeout=600,
+                       cwd=str(tmp_path), env={**os.environ, "ECHO_CHECKPOINT": str(tmp_path / "nope.safetensors"),
+                                               "ECHO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 5, r.stderr[-2000:]
+    payload = json.loads(r.stdout)          # the error and, beside it, the counts (it was the error alone)
+    assert payload["error"]["kind"] == "model" and payload["total"] == 4 and payload["failed"] == 4
+
+
 def test_cli_json_says_not_ok_when_no_job_completed(tmp_path):
     """Every job fails (the faceless 32 px image): exit 8, and the one JSON object must not
     claim success nor the human line that "the others completed"."""
@@ -761,6 +771,8 @@ def test_cli_json_says_not_ok_when_no_job_completed(tmp_path):
     assert r.returncode == 8, r.stderr[-2000:]
     payload = json.loads(r.stdout)
     assert payload["ok"] is False and payload["failed"] == 2 and payload["done"] == 0
+    # README: under --json a failure carries an `error` object (kind, exit_code, path, message, fix)
+    assert payload["error"]["exit_code"] == 8 and payload["error"]["kind"] == "partial" and payload["error"]["fix"]
     assert "no job completed" in r.stderr and "the others completed" not in r.stderr
     job_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: line")]
     assert len(job_lines) == 2 and all("ref.png" in ln for ln in job_lines), job_lines   # the file at fault

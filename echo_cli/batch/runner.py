@@ -484,6 +484,7 @@ def run_manifest(manifest: Manifest, opts: BatchOptions) -> BatchSummary:
                         fix=a.get("fix") or "run `echo-cli doctor`")
         err.exit_code = int(a.get("exit_code") or 1)
         err.kind = a.get("kind") or "error"
+        err.details = summary.to_dict()     # --json: the summary beside the error, as for a stop
         raise err
     if summary.interrupted:
         err = Interrupted(f"stopped after {summary.done} done; {summary.interrupted} not finished (in flight, "

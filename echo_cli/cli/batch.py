@@ -89,7 +89,13 @@ def register(app: typer.Typer) -> None:
         human = (f"batch {manifest.name} shard {summary.shard}: {summary.done} done, {summary.skipped} already done, "
                  f"{summary.failed} failed, {summary.invalid} invalid, {summary.locked} busy elsewhere "
                  f"in {summary.wall_s:.1f}s ({summary.videos_per_min:.1f} videos/min{rtf}); report {summary.report}")
-        common.emit(d, human=human, ok=not summary.exit_code)
+        others = "the others completed" if summary.done + summary.skipped else "no job completed"
+        err = None
+        if summary.exit_code:       # the README's promise under --json: an `error` object beside the counts
+            err = {"kind": "partial", "exit_code": summary.exit_code, "path": str(manifest),
+                   "message": f"{summary.failed + summary.invalid + summary.locked} job(s) not rendered; {others}",
+                   "fix": f"see {summary.report}, correct the inputs and rerun"}
+        common.emit({**d, **({"error": err} if err else {})}, human=human, ok=not summary.exit_code)
         if summary.exit_code:
             import sys
 
@@ -98,9 +104,7 @@ def register(app: typer.Typer) -> None:
                 where = f"{f['path']}: " if f.get("path") and str(f["path"]) not in (f["error"] or "") else ""
                 fix = f" (fix: {f['fix']})" if f.get("fix") else ""
                 print(f"error: line {f['line']} ({f['id']}): {where}{f['error']}{fix}", file=sys.stderr)
-            others = "the others completed" if summary.done + summary.skipped else "no job completed"
-            print(f"error: {summary.failed + summary.invalid} job(s) failed; {others} "
-                  f"(fix: see {summary.report}, correct the inputs and rerun)", file=sys.stderr)
+            print(f"error: {err['message']} (fix: {err['fix']})", file=sys.stderr)
             raise typer.Exit(summary.exit_code)
 
 
