@@ -57,3 +57,14 @@ def test_ray_engine_real_renders(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert_complete(tmp_path, m)
     assert sorted(x["status"] for x in reports(tmp_path) if x["type"] == "job") == ["done"] * 4
+
+
+def test_no_ray_cluster_at_the_address_is_a_dependency_error(tmp_path):
+    """`--address auto` with no cluster running: an environment fact, exit 6 with a fix (it was
+    an internal error, exit 1, "report it")."""
+    m = small_manifest(tmp_path, 1)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run(mf.cli_cmd("batch", str(m), "--engine", "ray", "--address", "auto"), capture_output=True,
+                       text=True, timeout=300, cwd=str(tmp_path),
+                       env={**env, "RAY_DISABLE_USAGE_STATS": "1", "ECHO_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 6 and "no Ray cluster" in r.stderr and "internal error" not in r.stderr, r.stderr[-2000:]

@@ -56,7 +56,11 @@ def run_ray(jobs: list["Job"], opts: "BatchOptions", record: Callable[[JobResult
     started_here = False
     if not ray.is_initialized():
         if opts.address:
-            ray.init(address=opts.address, log_to_driver=False)
+            try:
+                ray.init(address=opts.address, log_to_driver=False)
+            except ConnectionError as e:        # the cluster is an environment fact, not a bug of ours
+                raise DependencyError(f"no Ray cluster at --address {opts.address}: {e}",
+                                      fix="start one (`ray start --head`), or drop --address for a local Ray") from None
         else:
             ray.init(num_cpus=max(1, opts.workers), include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
