@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         no_whisper: Annotated[bool, typer.Option("--no-whisper", help="skip Whisper encoder features")] = False,
         whisper_layers: Annotated[str, typer.Option("--whisper-layers", help="Whisper encoder features: mid (blocks 2-3, what the default model reads) | final (the encoder output)")] = "mid",
         require_audio: Annotated[bool, typer.Option("--require-audio", help="a video without audio is an error")] = False,
-        mirror: Annotated[bool, typer.Option("--mirror", help="steadier landmarks: also track each mirrored frame and average (twice the tracking time; what training data uses)")] = False,
+        mirror: Annotated[bool, typer.Option("--mirror", help="steadier landmarks: also track each mirrored frame and average (about 2.5x the tracking time; what training data uses)")] = False,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute everything (nothing read from or stored in the cache)")] = False,
     ) -> None:
         """Preprocess every video, image and audio file in FOLDER."""
