@@ -207,3 +207,26 @@ def test_a_turns_file_nested_too_deeply_is_a_spec_error(tmp_path):
     p.write_text("[" * 100_000 + "]" * 100_000)       # was an internal RecursionError
     with pytest.raises(SpecError, match="nested too deeply"):
         load_turns(p)
+
+
+def test_a_silent_track_is_not_speech_and_has_no_lag(shared_data, tmp_path):
+    """A clip whose sound track is digital silence (clips/d3.mp4, a listener): every frame was
+    "speaking" (each within 25 dB of its own silence) and an envelope lag of 0 was reported
+    beside a null correlation."""
+    import numpy as np
+
+    from echo_cli.eval.measure import voice_activity
+    from echo_cli.eval.suite import EvalOptions, evaluate_file
+
+    assert not voice_activity(np.zeros(16000 * 2, np.float32), 25.0, 50).any()
+    speech = load_audio_for_test(shared_data)
+    assert voice_activity(speech, 25.0, int(len(speech) / 16000 * 25)).mean() > 0.3
+    res = evaluate_file(shared_data / "clips" / "d3.mp4", opts=EvalOptions(sync=False))[0]
+    assert res["conversation"]["speaking_fraction"] == 0.0
+    assert res["lip_sync"]["env_corr"] is None and res["lip_sync"]["env_lag_frames"] is None
+
+
+def load_audio_for_test(shared_data):
+    from echo_cli.media.audio_io import load_audio
+
+    return load_audio(shared_data / "audio" / "RD_Radio31_000.wav")

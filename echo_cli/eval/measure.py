@@ -101,7 +101,10 @@ def voice_activity(wave: np.ndarray | None, fps: float, n_frames: int) -> np.nda
     env = speech_envelope(wave, fps, n_frames)
     if wave is None or not np.any(env):
         return np.zeros(n_frames, dtype=bool)
-    return env > np.percentile(env, 95) - 25.0
+    # relative to the clip's loud frames, and above digital silence (-60 dBFS, the renderer's
+    # quiet gate): an all-silent track has every frame "within 25 dB" of its own silence, and
+    # was counted as speaking throughout
+    return (env > np.percentile(env, 95) - 25.0) & (env > -60.0)
 
 
 EXPRESSION_NAMES = ("mouth_open", "mouth_width", "smile", "brow_raise", "eye_open")

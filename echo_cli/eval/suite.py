@@ -113,7 +113,8 @@ def evaluate(m: ME.Measurement, *, ref: ME.Measurement | None = None, user: ME.M
         # a mouth that never moves follows nothing: correlation 0 rather than undefined
         r_env, lag_env, z_env = 0.0, 0, 0.0
         notes.append("the mouth never moves: envelope correlation set to 0")
-    lip = {"env_corr": _num(r_env), "env_lag_frames": lag_env if has_audio else None,
+    # a lag is only a measurement beside a correlation (a silent track gives none: its lag of 0 was noise)
+    lip = {"env_corr": _num(r_env), "env_lag_frames": lag_env if has_audio and _num(r_env) is not None else None,
            "env_z": _num(z_env),
            "sync_distance": None, "sync_confidence": None, "sync_lag_frames": None,
            "sync_dist_at_zero": None, "mouth_corr_ref": None, "lve": None}
