@@ -118,5 +118,10 @@ def run(args: BenchArgs | None = None) -> dict:
 
 
 if __name__ == "__main__":     # python -m echo_cli.bench.batch  (prints the JSON record)
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m echo_cli.bench.batch",        # --help, not a whole bench
+                            description="the batch bench without touching the docs (echo-cli bench batch "
+                                        "--no-doc does the same); prints its JSON record").parse_args()
     log.setup(0)
     print(json.dumps(run(BenchArgs(doc=None, command="python -m echo_cli.bench.batch")), indent=2, default=str))
