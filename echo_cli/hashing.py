@@ -73,16 +73,13 @@ def keyed(path: str | Path, *extra: object, length: int = 20) -> str:
 def check_cache_writable(probe: bool = False) -> None:
     """The cache folder (or the nearest folder that exists above it) must take writes, else
     OutputError. Without `probe` nothing is created (a dry run writes nothing); with it the
-    folder is made and a file written and removed: root is allowed everything by `os.access`,
-    also on a pseudo-filesystem or a root-squashed share that then refuses every write."""
-    import tempfile
-
+    folder is made and a file written and removed (io_atomic.try_writing: `os.access` allows
+    root everything, also where every write is then refused)."""
     from echo_cli.errors import OutputError
+    from echo_cli.io_atomic import nearest_existing, try_writing
 
     root = cache_root().absolute()
-    p = root
-    while not os.path.lexists(p) and p.parent != p:
-        p = p.parent
+    p = nearest_existing(root)
     fix = "set ECHO_CACHE_DIR to a writable folder"
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
         raise OutputError("the cache folder cannot be written" + ("" if p == root else f" (nor created under {p})"),
@@ -90,9 +87,7 @@ def check_cache_writable(probe: bool = False) -> None:
     if probe:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=".echo-write-test-", dir=root)
-            os.close(fd)
-            os.unlink(name)
+            try_writing(root)
         except OSError as e:
             raise OutputError(f"the cache folder cannot be written ({e.strerror or e})", path=root, fix=fix) from None
 

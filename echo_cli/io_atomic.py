@@ -24,6 +24,24 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """`path`, or the closest folder above it that is there (a dangling link counts as there:
+    it is what a later mkdir would trip on)."""
+    path = Path(path)
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def try_writing(folder: str | Path) -> None:
+    """Create and remove a hidden file in `folder`; OSError when the filesystem refuses.
+    `os.access` answers yes to root on a pseudo-filesystem, or on a network share that
+    squashes root and then refuses every write: only writing tells."""
+    fd, name = tempfile.mkstemp(prefix=".echo-write-test-", dir=folder)
+    os.close(fd)
+    os.unlink(name)
+
+
 def temp_sibling(path: Path, suffix: str | None = None) -> Path:
     """A hidden temp name in the same folder (same filesystem, so rename is atomic).
 

@@ -138,16 +138,10 @@ def plan_settings(spec, preset: str | None = None, overrides: dict | None = None
 # ---------------------------------------------------------------------------------------
 # 3. preflight: cheap checks before any model loads
 # ---------------------------------------------------------------------------------------
-def _nearest_existing(path: Path) -> Path:
-    """`path`, or the closest folder above it that is there (a dangling link counts as there:
-    it is what a later mkdir would trip on)."""
-    while not os.path.lexists(path) and path.parent != path:
-        path = path.parent
-    return path
-
-
 def _writable_dir(out: Path) -> None:
-    parent = _nearest_existing(out.parent)
+    from echo_cli.io_atomic import nearest_existing
+
+    parent = nearest_existing(out.parent)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError("output folder is not writable", path=parent, fix="choose another output.path or --output")
     if out.is_dir():
@@ -155,20 +149,17 @@ def _writable_dir(out: Path) -> None:
 
 
 def _try_writing(out: Path) -> None:
-    """Create and remove a hidden file where the output will go. `os.access` answers yes to
-    root on a pseudo-filesystem, or on a network share that squashes root and then refuses
-    every write; without this the render would fail only at its last stage, after all of the
-    preprocessing and generation. Not in preflight: a dry run writes nothing."""
-    import tempfile
+    """A write where the output will go (io_atomic.try_writing): a folder that refuses it
+    would otherwise fail the render only at its last stage, after all of the preprocessing
+    and generation. Not in preflight: a dry run writes nothing."""
+    from echo_cli.io_atomic import nearest_existing, try_writing
 
-    parent = _nearest_existing(out.parent)
+    parent = nearest_existing(out.parent)
     try:
-        fd, name = tempfile.mkstemp(prefix=".echo-write-test-", dir=parent)
+        try_writing(parent)
     except OSError as e:
         raise OutputError(f"the output folder refuses writes ({e.strerror or e})", path=parent,
                           fix="choose another output.path or --output") from None
-    os.close(fd)
-    os.unlink(name)
 
 
 def field_where(spec, field: str, p) -> str:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from echo_cli.config import SEED_MAX, SETTING_KEYS, RenderSettings, load_preset
 from echo_cli.dialogue import OUTPUT_SUFFIXES, RECOGNITION_SOURCES, dialogue_file, duplicate_key, yaml_fix
-from echo_cli.io_atomic import same_file
+from echo_cli.io_atomic import nearest_existing, same_file
 from echo_cli.errors import EchoError, SpecError
 
 MANIFEST_VERSION = 1
@@ -295,9 +295,7 @@ def _read_jsonl(text: str, path: Path) -> list[tuple[int, Any]]:
 def _file_in_the_way(output: Path) -> Path | None:
     """The nearest existing folder above `output`, when it is a file instead (nothing can be
     written below it)."""
-    p = output.parent
-    while not os.path.lexists(p) and p.parent != p:
-        p = p.parent
+    p = nearest_existing(output.parent)
     return p if os.path.lexists(p) and not p.is_dir() else None
 
 
