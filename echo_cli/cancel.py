@@ -59,3 +59,24 @@ def check() -> None:
             raise Interrupted("render cancelled by request_cancel(); no partial output was left",
                               fix="call render() again to run it")
         raise KeyboardInterrupt
+
+
+def leave_with_parent(parent: int, unwind_s: float | None = None) -> None:
+    """A worker process whose parent was killed outright (SIGKILL, the OOM killer) would block
+    on its task queue, or finish a job for nobody, holding its models all the while. Poll the
+    parent from a daemon thread; when it is gone, leave: at once (unwind_s None), or first as
+    a SIGTERM stops this worker (its job unwound, temp files removed, locks released), then
+    for good after unwind_s seconds if native code did not let it."""
+    import os
+    import signal
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        if unwind_s is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(unwind_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="echo-parent-watch", daemon=True).start()

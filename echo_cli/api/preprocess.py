@@ -182,20 +182,6 @@ def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, o
     return rec
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A pool worker blocks on its task queue forever if the parent is SIGKILLed (the OOM
-    killer, a scheduler): it would hold ~1 GB of models. Poll the parent; leave when it is gone."""
-    import threading
-    import time
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="echo-parent-watch", daemon=True).start()
-
-
 _BUSY = False      # a pool worker is inside a job (its SIGTERM then unwinds it, temp files removed)
 
 
@@ -226,7 +212,9 @@ def _worker_init(threads: int, parent: int | None = None, quiet: bool = False) -
     import signal
 
     if parent is not None:
-        _exit_with_parent(parent)
+        from echo_cli import cancel
+
+        cancel.leave_with_parent(parent)
     # Ctrl-C reaches the whole process group: the parent alone decides how the workers stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_stop)

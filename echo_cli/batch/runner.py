@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from echo_cli import log
+from echo_cli import cancel, log
 from echo_cli.batch.jobs import (JobFn, JobResult, WorkerCrashed, checkpoint_id, clean_partials, dialogue_files,
                                  error_dict, execute_job, marker_path, render_job)
 from echo_cli.batch.locks import LockBusy, OutputLock, lock_path
@@ -240,22 +240,6 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Terminate()
 
 
-def _leave_with_parent(parent: int) -> None:
-    """A batch killed outright (SIGKILL, the OOM killer) cannot stop its workers: each would
-    finish its render for nobody and hold its models until then. Watch the parent; when it is
-    gone, stop as a SIGTERM stops a job (unwound, temporary files removed, lock released)."""
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(STOP_GRACE_S)
-        os._exit(1)                 # the job did not unwind in time (stuck in native code)
-
-    threading.Thread(target=watch, name="echo-parent-watch", daemon=True).start()
-
-
 def _warm_up() -> None:
     """Load models once per worker, when the render API offers a hook for it."""
     try:
@@ -279,7 +263,8 @@ def _worker_main(conn: Connection, job_fn_ref: Any, ckpt: str, name: str, thread
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    _leave_with_parent(os.getppid())
+    # a batch killed outright cannot stop its workers: each stops its render itself
+    cancel.leave_with_parent(os.getppid(), unwind_s=STOP_GRACE_S)
     # results travel over `conn`; whatever a library prints goes to stderr, never into the
     # parent's stdout (one JSON object under --json)
     sys.stdout.flush()
