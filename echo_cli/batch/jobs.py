@@ -59,7 +59,7 @@ def checkpoint_id() -> str:
     return h.hexdigest()[:16]
 
 
-def dialogue_files(dialogue: Path) -> dict[str, Path]:
+def _dialogue_files(dialogue: Path) -> dict[str, Path]:
     """Files a dialogue.yaml refers to (media, transcript, checkpoint): their content is in the hash."""
     from echo_cli.api.render import load_spec     # batch talks to the api layer only
 
@@ -71,7 +71,7 @@ def job_hash(job: Job, tool_version: str = __version__, ckpt: str | None = None)
     files = dict(job.inputs)
     if job.dialogue is not None:
         files["dialogue"] = job.dialogue
-        files.update({f"dialogue:{k}": v for k, v in dialogue_files(job.dialogue).items()})
+        files.update({f"dialogue:{k}": v for k, v in _dialogue_files(job.dialogue).items()})
     try:
         content = {k: file_sha256(v) for k, v in sorted(files.items())}
     except OSError as e:

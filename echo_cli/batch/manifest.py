@@ -89,6 +89,7 @@ class Job:
     seed: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     transcript: str | None = None   # an inline row's transcript source (a file is inputs["transcript"])
+    dialogue_media: dict[str, Path] = field(default_factory=dict)   # files its dialogue names, by field (resolved)
 
     def settings_dict(self) -> dict:
         """The part of the job (other than file contents) that changes the rendered video."""
@@ -373,7 +374,7 @@ def _check_dialogue(path: Path, root: Path, allow_outside: bool) -> tuple[Path, 
             if not _within(Path(p).resolve(), root):
                 raise ValueError(f"the dialogue's {name} {p} is outside the manifest's folder {root} "
                                  f"(pass --allow-outside to permit it)")
-    return Path(spec.output.path).resolve(), {f"the dialogue's {k}": Path(v).resolve() for k, v in media.items()}
+    return Path(spec.output.path).resolve(), {k: Path(v).resolve() for k, v in media.items()}
 
 
 INLINE_INPUTS = ("reference", "audio", "user_video", "user_audio", "transcript")
@@ -432,7 +433,6 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
 
     jobs: list[Job] = []
     invalid: list[RowProblem] = []
-    reads: dict[str, set[Path]] = {}          # job id -> the files it reads
     seen_out: dict[Path, int] = {}
     seen_id: dict[str, int] = {}
     for index, (line, raw) in enumerate(raw_rows):
@@ -484,7 +484,8 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
             blocker = _file_in_the_way(output)
             if blocker is not None:             # found now, not as "cannot create the lock file" mid-run
                 raise ValueError(f"the output folder {blocker} is a regular file")
-            clash = next((k for k, p in {**inputs, **dialogue_media}.items() if same_file(p, output)), None)
+            clash = next((k for k, p in {**inputs, **{f"the dialogue's {k}": v for k, v in dialogue_media.items()}}.items()
+                          if same_file(p, output)), None)
             if clash is not None:
                 raise ValueError(f"the output {output} is also the input {clash}; rendering would overwrite it")
             if output in seen_out:
@@ -493,10 +494,9 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
                 raise ValueError(f"duplicate job id '{jid}' (also at line {seen_id[jid]}); set 'id' to tell them apart")
             seen_out[output] = line
             seen_id[jid] = line
-            reads[jid] = {Path(p).resolve() for p in [*inputs.values(), *dialogue_media.values()]}
             jobs.append(Job(id=jid, index=index, line=line, output=output, dialogue=dialogue,
                             inputs=inputs, preset=row.preset, seed=row.seed, overrides=dict(row.overrides),
-                            transcript=source))
+                            transcript=source, dialogue_media=dialogue_media))
         except ValidationError as e:
             invalid.append(RowProblem(line, _pydantic_message(e), index, _row_id(raw, seen_id)))
         except EchoError as e:
@@ -507,7 +507,7 @@ def parse_manifest_text(text: str, fmt: str, path: Path, *, root: Path | None = 
             invalid.append(RowProblem(line, str(e) or type(e).__name__, index, _row_id(raw, seen_id)))
     # a job may not write what another job reads: that job would render from a video made
     # by the batch (and be recorded as done), and the user's file would be gone
-    readers = {p: j.id for j in jobs for p in reads[j.id]}
+    readers = {Path(p).resolve(): j.id for j in jobs for p in [*j.inputs.values(), *j.dialogue_media.values()]}
     clash = [j for j in jobs if j.output in readers and readers[j.output] != j.id]
     for j in clash:
         invalid.append(RowProblem(j.line, f"its output {j.output} is an input of job {readers[j.output]}; "

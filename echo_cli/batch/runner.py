@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echo_cli import cancel, log
-from echo_cli.batch.jobs import (JobFn, JobResult, WorkerCrashed, checkpoint_id, clean_partials, dialogue_files,
-                                 error_dict, execute_job, marker_path, render_job)
+from echo_cli.batch.jobs import (JobFn, JobResult, WorkerCrashed, checkpoint_id, clean_partials, error_dict,
+                                 execute_job, marker_path, render_job)
 from echo_cli.batch.locks import LockBusy, OutputLock, lock_path
 from echo_cli.batch.manifest import Job, Manifest
 from echo_cli.batch.shard import Shard
@@ -115,7 +115,7 @@ def _check_report_path(path: Path, manifest) -> None:
     """The report is rewritten from scratch: it may not be the manifest, a job's input (the
     media a dialogue names included) or output, a file the batch keeps beside an output (its
     done marker, its lock), or a folder (all checked before any work)."""
-    from echo_cli.errors import EchoError, OutputError
+    from echo_cli.errors import OutputError
 
     taken = {Path(manifest.path).resolve(): "the manifest"}
     for job in manifest.jobs:
@@ -123,13 +123,8 @@ def _check_report_path(path: Path, manifest) -> None:
         taken.setdefault(out, f"the output of job {job.id}")
         taken.setdefault(marker_path(out), f"the done marker of job {job.id}")
         taken.setdefault(lock_path(out), f"the lock file of job {job.id}")
-        named = dict(job.inputs)
-        if job.dialogue is not None:
-            named["dialogue"] = job.dialogue
-            try:
-                named.update({f"{k} (in its dialogue)": v for k, v in dialogue_files(job.dialogue).items()})
-            except EchoError:       # the row's own error is reported when the job runs
-                pass
+        named = {**job.inputs, **({"dialogue": job.dialogue} if job.dialogue is not None else {}),
+                 **{f"{k} (in its dialogue)": v for k, v in job.dialogue_media.items()}}   # read with the manifest
         for name, p in named.items():
             taken.setdefault(Path(p).resolve(), f"the {name} of job {job.id}")
     if path in taken:
