@@ -567,6 +567,22 @@ def _tmp_root(out_path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------
 # The public entry point
 # ---------------------------------------------------------------------------------------
+@contextmanager
+def _from_the_dialogue(spec, overrides: dict | None, key: str, safe: str):
+    """A DependencyError about `key` when the dialogue's settings: set it (not a flag): point
+    at that line, and say which value to put there."""
+    try:
+        yield
+    except DependencyError as e:
+        if (overrides or {}).get(key) is not None or not spec.source_path \
+                or spec.setting_overrides().get(key) is None:
+            raise
+        from echo_cli.dialogue import yaml_line
+
+        raise DependencyError(e.message, path=f"{yaml_line(spec.source_path, f'settings.{key}')} (settings.{key})",
+                              fix=f"set settings.{key}: auto (or {safe}) in the dialogue") from None
+
+
 def _ends_cancellation(fn):
     """A cancellation (request_cancel(), or the CLI's signal) ends with the render it stopped:
     a later render in the same process is not cancelled before it starts."""
@@ -649,19 +665,12 @@ def render(spec_path: str | Path | None = None, *, output: str | Path | None = N
         if settings.device != "auto" or settings.attention != "auto":
             # an explicit --device/--attention that cannot run here fails now, not after
             # minutes of preprocessing (auto always resolves)
-            from echo_cli.model.attention import place
-            try:
-                place(settings.device, settings.attention)
-            except DependencyError as e:        # set in the dialogue, not by a flag: point at its line
-                k = "attention" if "attention" in e.message else "device"       # what place() refused
-                if (overrides or {}).get(k) is not None or not spec.source_path \
-                        or spec.setting_overrides().get(k) is None:
-                    raise
-                from echo_cli.dialogue import yaml_line
-
-                raise DependencyError(e.message, path=f"{yaml_line(spec.source_path, f'settings.{k}')} (settings.{k})",
-                                      fix=f"set settings.{k}: auto (or {'cpu' if k == 'device' else 'sdpa'}) in the "
-                                          "dialogue") from None
+            # model.attention.place, one check at a time, so a refusal names the setting it is about
+            from echo_cli.model.attention import resolve_backend, resolve_device
+            with _from_the_dialogue(spec, overrides, "device", "cpu"):
+                dev = resolve_device(settings.device)
+            with _from_the_dialogue(spec, overrides, "attention", "sdpa"):
+                resolve_backend(dev, settings.attention)
     with timed("preflight"):
         infos = preflight(spec)
     result: dict[str, Any] = {"output": str(spec.output.path), "preset": spec.preset, "seed": spec.seed,
