@@ -55,39 +55,27 @@ def find_media(folder: str | Path, recursive: bool = False) -> list[Path]:
 # One file (runs inside a worker process)
 # --------------------------------------------------------------------------------------
 
+RESULT_SUFFIXES = {"face": ".face.npz", "audio": ".audio.npz", "transcript": ".transcript.json"}
+
+
 def _write_outputs(res: dict, dest: Path) -> dict:
+    """The file's results beside `dest`. A result this run did not make is removed: an earlier
+    run's (a transcript, after a rerun with --transcript none) would sit beside the new ones,
+    unlisted in summary.json, as if it belonged to them. Overlays are debug pictures: kept."""
     from echo_cli.features.audio import save_audio_features
     from echo_cli.preprocess.face import save_track
     from echo_cli.preprocess.transcript import save_transcript
 
+    save = {"face": save_track, "audio": save_audio_features, "transcript": save_transcript}
     files = {}
-    if res["face"] is not None:
-        p = dest.with_name(dest.name + ".face.npz")
-        save_track(res["face"], p)
-        files["face"] = str(p)
-    if res["audio"] is not None:
-        p = dest.with_name(dest.name + ".audio.npz")
-        save_audio_features(res["audio"], p)
-        files["audio"] = str(p)
-    if res["transcript"] is not None:
-        p = dest.with_name(dest.name + ".transcript.json")
-        save_transcript(res["transcript"], p)
-        files["transcript"] = str(p)
+    for kind, suffix in RESULT_SUFFIXES.items():
+        p = dest.with_name(dest.name + suffix)
+        if res[kind] is not None:
+            save[kind](res[kind], p)
+            files[kind] = str(p)
+        elif p.is_file():
+            p.unlink()
     return files
-
-
-RESULT_SUFFIXES = (".face.npz", ".audio.npz", ".transcript.json")     # overlays are debug pictures: kept
-
-
-def _remove_stale_outputs(dest: Path, written: dict) -> None:
-    """An earlier run's result for this file that this run did not write (a transcript kept
-    after a rerun with --transcript none) would sit beside the new ones, unlisted in
-    summary.json, as if it belonged to them."""
-    keep = {Path(p).name for p in written.values()}
-    for suffix in RESULT_SUFFIXES:
-        old = dest.with_name(dest.name + suffix)
-        if old.name not in keep and old.is_file():
-            old.unlink()
 
 
 def draw_overlay(frame, landmarks, box, text: str = ""):
@@ -170,7 +158,6 @@ def process_one(path: str, rel: str, out: str | None, opts: PreprocessOptions, o
             rec["files"] = _write_outputs(res, dest)
             if overlay and face is not None:
                 rec["files"]["overlay"] = write_overlay(Path(path), face, dest)
-            _remove_stale_outputs(dest, rec["files"])
     except EchoError as e:
         cancel.check()      # an interrupt swallowed by a C extension is not this file's error
         rec.update(error=e.one_line(), exit_code=e.exit_code, kind=e.kind)
