@@ -61,11 +61,10 @@ def register(app: typer.Typer) -> None:
         no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute everything (nothing read from or stored in the cache)")] = False,
     ) -> None:
         """Preprocess every video, image and audio file in FOLDER."""
-        import json
         import sys
 
         from echo_cli.api.preprocess import folder_job, preprocess_folder
-        from echo_cli.cli.common import emit, progress, state
+        from echo_cli.cli.common import emit, emit_error, progress, state
         from echo_cli.errors import PartialFailure, UsageError
         from echo_cli.preprocess.face import TrackSettings
         from echo_cli.preprocess.pipeline import PreprocessOptions
@@ -117,7 +116,5 @@ def register(app: typer.Typer) -> None:
         print(human, file=sys.stderr)
         print(err.one_line(), file=sys.stderr)
         if st.json:   # exactly one JSON object: the summary with the error
-            sys.stdout.write(json.dumps({"ok": False, "command": st.command, "error": err.to_dict(), **summary},
-                                        default=str) + "\n")
-            sys.stdout.flush()
+            emit_error(err.to_dict(), summary)
         raise typer.Exit(err.exit_code)

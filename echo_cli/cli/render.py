@@ -89,14 +89,13 @@ def _render_several(dialogues: list[Path], *, output: str | None, dry_run: bool,
     an hour of rendering), two that would write one file are refused, and a failure is that
     file's one line: the others still render."""
     import contextlib
-    import json
     import os
     import sys
 
     import typer
 
     from echo_cli.api.render import render as api_render
-    from echo_cli.cli.common import emit, progress, state
+    from echo_cli.cli.common import emit, emit_error, progress, state
     from echo_cli.errors import EchoError, PartialFailure, UsageError, all_failed
 
     if output is not None and not Path(output).is_dir():
@@ -142,9 +141,7 @@ def _render_several(dialogues: list[Path], *, output: str | None, dry_run: bool,
         err = all_failed((e.exit_code for e in failed.values()), f"all {n} dialogues failed", fix=err.fix)
     print(err.one_line(), file=sys.stderr)
     if state().json:
-        sys.stdout.write(json.dumps({"ok": False, "command": state().command, "error": err.to_dict(), **summary},
-                                    default=str) + "\n")
-        sys.stdout.flush()
+        emit_error(err.to_dict(), summary)
     raise typer.Exit(err.exit_code)
 
 
